@@ -1,0 +1,73 @@
+# pg_cdp: PGXS build plus the project's own targets (test, demo, bench).
+#
+#   make            build the extension (-Wall -Werror)
+#   make install    install it into the PostgreSQL found by PG_CONFIG
+#   make test       install missing packages, build, install, run every suite
+#   make demo       install, build, start a throwaway server, load demo data
+#   make bench      run the benchmarks, each beside its baseline
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+
+EXTENSION  = pg_cdp
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_cdp.control)
+
+MODULE_big = pg_cdp
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from the SQL that sits beside each C file,
+# in dependency order.
+SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/profile.sql src/ingest.sql \
+             src/merge.sql src/worker.sql src/roles.sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+              -Wno-missing-field-initializers -Isrc
+
+# pg_regress: one suite per concept, each in its own preloaded server.
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=tmp_regress \
+               --encoding=UTF8 --no-locale
+
+# Isolation specs live in test/specs with their output in test/expected.
+ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
+                 --temp-config=test/isolation.conf --temp-instance=tmp_isolation \
+                 --encoding=UTF8 --no-locale
+
+TAP_TESTS   = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_regress tmp_isolation test/output_iso results regression.* \
+              tmp_check log
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(DATA_built): $(SQL_PARTS) pg_cdp.control
+	( echo '-- generated from src/*.sql by the Makefile: edit those files'; \
+	  printf '%s\n' '\echo Use "CREATE EXTENSION pg_cdp" to load this file. \quit'; \
+	  for f in $(SQL_PARTS); do echo; echo "-- $$f"; cat $$f; done ) > $@
+
+.PHONY: test demo bench deps
+deps:
+	scripts/deps.sh
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
+
+# One target per harness, so make test runs all three and reports each.
+.PHONY: installcheck-regress installcheck-isolation installcheck-tap
+installcheck-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+
+installcheck-isolation:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+
+installcheck-tap:
+	$(prove_installcheck)

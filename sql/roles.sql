@@ -1,0 +1,46 @@
+-- Least privilege: each role can do its job and nothing more.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_cdp CASCADE;
+CREATE EXTENSION pg_cdp;
+RESET client_min_messages;
+SELECT rolname FROM pg_roles WHERE rolname LIKE 'cdp\_%' ORDER BY 1;
+
+CREATE ROLE regress_ingest LOGIN IN ROLE cdp_ingest;
+CREATE ROLE regress_analyst LOGIN IN ROLE cdp_analyst;
+CREATE ROLE regress_connector LOGIN IN ROLE cdp_connector;
+CREATE ROLE regress_nobody LOGIN;
+
+SET ROLE regress_ingest;
+SELECT cdp.track('{"email": "role@shop.test"}', 'Ingested') > 0 AS can_track;
+SELECT cdp.ingest('{"type": "track", "userId": "r-1", "event": "x"}') > 0 AS can_ingest;
+INSERT INTO cdp.inbox (message) VALUES ('{"type": "track", "userId": "r-2", "event": "y"}');
+SELECT count(*) FROM cdp.profiles;          -- cannot read profiles
+SELECT count(*) FROM cdp.inbox;             -- nor the inbox back
+SELECT cdp.resolve('{"user_id": "r-1"}');   -- nor look people up
+SELECT cdp.forget('{"user_id": "r-1"}');
+DELETE FROM cdp.events;
+RESET ROLE;
+
+SET ROLE regress_analyst;
+SELECT count(*) > 0 AS can_read FROM cdp.profiles;
+SELECT cdp.resolve('{"user_id": "r-1"}') > 0 AS can_resolve;
+SELECT cdp.track('{"email": "x@shop.test"}', 'x');
+UPDATE cdp.profiles SET traits = '{}';
+SELECT cdp.tick();
+RESET ROLE;
+
+SET ROLE regress_connector;
+SELECT count(*) FROM cdp.events;
+SELECT cdp.track('{"email": "x@shop.test"}', 'x');
+RESET ROLE;
+
+SET ROLE regress_nobody;
+SELECT cdp.track('{"email": "x@shop.test"}', 'x');
+SELECT count(*) FROM cdp.profiles;
+RESET ROLE;
+
+-- security definer functions pin their search_path
+SELECT proname, proconfig FROM pg_proc
+WHERE pronamespace = 'cdp'::regnamespace AND prosecdef ORDER BY 1;
+
+DROP ROLE regress_ingest, regress_analyst, regress_connector, regress_nobody;

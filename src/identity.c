@@ -1,0 +1,1005 @@
+/*-------------------------------------------------------------------------
+ *
+ * identity.c
+ *	  The identity engine: resolves a batch of messages to profiles.
+ *
+ * One call resolves a whole batch (a single cdp.track is a batch of one):
+ *
+ *	1. duplicates by message id are found, inside the batch and in
+ *	   cdp.message_ids;
+ *	2. every identifier of the batch is locked (advisory, sorted), then
+ *	   looked up in cdp.identities with one statement;
+ *	3. the profiles found are locked in ascending id, exclusively when a
+ *	   message may change them (new identifier, or several profiles to
+ *	   merge), in share mode otherwise; a profile that a concurrent merge
+ *	   retired meanwhile sends its identifiers back to step 2;
+ *	4. the messages are replayed in order over an in-memory union-find of
+ *	   profiles, honouring per-type limits: each message starts from its
+ *	   highest-priority identifier and absorbs the others only while no
+ *	   limit (max_per_profile, cdp.max_identities_per_profile) is broken;
+ *	5. the outcome is written set-based: new profiles, merges (merge.c),
+ *	   new identities and identifier issues, a statement each.
+ *
+ * The merge winner is the older profile (lowest id).  Profiles created
+ * inside the batch are younger than every stored one and are only
+ * materialized if they survive, so the log records merges of stored
+ * profiles only.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+#define KEYLEN 1200				/* "type\x1fvalue": values are capped at 1024 bytes */
+
+typedef struct IdentEntry
+{
+	char		key[KEYLEN];
+	int64		profile_id;		/* stored owner, 0 when unknown */
+	int			node;			/* component node, -1 when none */
+	bool		queried;
+} IdentEntry;
+
+typedef struct ProfEntry
+{
+	int64		profile_id;
+	int			node;
+	int			lockmode;		/* 0 none, 1 share, 2 exclusive */
+	bool		need_exclusive;
+	bool		exists;
+} ProfEntry;
+
+typedef struct UfNode
+{
+	int64		profile_id;		/* stored id, or assigned when materialized */
+	bool		stored;
+	int			parent;
+	int			next_member;	/* members of a component, a linked list */
+	int			last_member;
+	int		   *counts;			/* identifiers per type */
+	int			total;
+} UfNode;
+
+typedef struct Engine
+{
+	CdpMessage *msgs;
+	int			nmsgs;
+	int			ntypes;
+	HTAB	   *idents;
+	HTAB	   *profiles;
+	UfNode	   *nodes;
+	int			nnodes;
+	int			maxnodes;
+	/* attachments of new identifiers, in order */
+	int		   *att_msg;
+	int		   *att_ident;
+	int		   *att_node;
+	int			natt;
+	/* merge steps */
+	CdpMergeStep *steps;
+	int			nsteps;
+} Engine;
+
+static void make_key(char *buf, const char *type, const char *value);
+static void lookup_identities(Engine *e, bool only_unqueried);
+static void lock_profiles(Engine *e);
+static int	new_node(Engine *e, int64 profile_id, bool stored);
+static int	find_root(Engine *e, int n);
+static void plan_messages(Engine *e);
+static void load_counts(Engine *e);
+static void materialize(Engine *e, int *dup_of);
+
+static void
+make_key(char *buf, const char *type, const char *value)
+{
+	snprintf(buf, KEYLEN, "%s\x1f%s", type, value);
+}
+
+static IdentEntry *
+ident_entry(Engine *e, const char *type, const char *value, bool create)
+{
+	char		key[KEYLEN];
+	bool		found;
+	IdentEntry *ent;
+
+	make_key(key, type, value);
+	ent = hash_search(e->idents, key, create ? HASH_ENTER : HASH_FIND, &found);
+	if (ent && !found)
+	{
+		ent->profile_id = 0;
+		ent->node = -1;
+		ent->queried = false;
+	}
+	return ent;
+}
+
+static ProfEntry *
+prof_entry(Engine *e, int64 id, bool create)
+{
+	bool		found;
+	ProfEntry  *ent = hash_search(e->profiles, &id, create ? HASH_ENTER : HASH_FIND, &found);
+
+	if (ent && !found)
+	{
+		ent->node = -1;
+		ent->lockmode = 0;
+		ent->need_exclusive = false;
+		ent->exists = false;
+	}
+	return ent;
+}
+
+static inline bool
+msg_active(CdpMessage *m)
+{
+	return m->err.sqlerrcode == 0 && !m->duplicate;
+}
+
+/* The identifier type a message identifier names (alias ids resolved late). */
+static const char *
+ident_type_name(CdpIdent *id)
+{
+	return cdp_ident_type_at(id->type)->name;
+}
+
+/*
+ * Duplicates by message id: a later copy inside the batch points at the
+ * first one (profile filled in after resolution); a stored one already has
+ * its profile.
+ */
+static int *
+find_duplicates(Engine *e)
+{
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	int		   *dup_of = palloc(sizeof(int) * Max(e->nmsgs, 1));
+	char	  **ids = palloc(sizeof(char *) * Max(e->nmsgs, 1));
+	int			nids = 0;
+	static SPIPlanPtr plan = NULL;
+
+	typedef struct
+	{
+		char		key[KEYLEN];
+		int			first;
+	}			SeenEntry;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = KEYLEN;
+	ctl.entrysize = sizeof(SeenEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("pg_cdp message ids", Max(e->nmsgs, 16), &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	for (int i = 0; i < e->nmsgs; i++)
+	{
+		CdpMessage *m = &e->msgs[i];
+		SeenEntry  *s;
+		bool		found;
+		char		key[KEYLEN];
+
+		dup_of[i] = -1;
+		if (m->err.sqlerrcode || m->message_id == NULL)
+			continue;
+		strlcpy(key, m->message_id, KEYLEN);
+		s = hash_search(seen, key, HASH_ENTER, &found);
+		if (found)
+		{
+			m->duplicate = true;
+			dup_of[i] = s->first;
+		}
+		else
+		{
+			s->first = i;
+			ids[nids++] = m->message_id;
+		}
+	}
+
+	if (nids > 0)
+	{
+		Datum		values[1];
+
+		if (plan == NULL)
+		{
+			Oid			argtypes[1] = {TEXTARRAYOID};
+
+			plan = cdp_prepare("SELECT message_id, profile_id FROM cdp.message_ids "
+							   "WHERE message_id = ANY($1)", 1, argtypes);
+		}
+		values[0] = cdp_text_array(ids, nids);
+		cdp_spi_exec(plan, values, SPI_OK_SELECT);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			char		key[KEYLEN];
+			bool		isnull;
+			SeenEntry  *s;
+
+			strlcpy(key, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1), KEYLEN);
+			s = hash_search(seen, key, HASH_FIND, NULL);
+			if (s)
+			{
+				CdpMessage *m = &e->msgs[s->first];
+
+				m->duplicate = true;
+				m->profile_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+															SPI_tuptable->tupdesc, 2, &isnull));
+			}
+		}
+	}
+	return dup_of;
+}
+
+/*
+ * Query cdp.identities for the identifiers of active messages (all of them,
+ * or only those not asked yet).
+ */
+static void
+lookup_identities(Engine *e, bool only_unqueried)
+{
+	static SPIPlanPtr plan = NULL;
+	HASH_SEQ_STATUS seq;
+	IdentEntry *ent;
+	char	  **types;
+	char	  **values;
+	int			n = 0;
+	long		total = hash_get_num_entries(e->idents);
+	Datum		args[2];
+
+	types = palloc(sizeof(char *) * Max(total, 1));
+	values = palloc(sizeof(char *) * Max(total, 1));
+	hash_seq_init(&seq, e->idents);
+	while ((ent = hash_seq_search(&seq)) != NULL)
+	{
+		char	   *sep;
+
+		if (only_unqueried && ent->queried)
+			continue;
+		ent->queried = true;
+		ent->profile_id = 0;
+		sep = strchr(ent->key, '\x1f');
+		types[n] = pnstrdup(ent->key, sep - ent->key);
+		values[n] = sep + 1;
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+
+		plan = cdp_prepare("SELECT i.type, i.value, i.profile_id "
+						   "FROM unnest($1::text[], $2::text[]) AS u(type, value) "
+						   "JOIN cdp.identities i ON i.type = u.type AND i.value = u.value",
+						   2, argtypes);
+	}
+	args[0] = cdp_text_array(types, n);
+	args[1] = cdp_text_array(values, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		ent = ident_entry(e, SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2), false);
+		if (ent)
+			ent->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	}
+}
+
+/* Decide what type an alias previousId is, now that we know what exists. */
+static void
+settle_alias_types(Engine *e)
+{
+	int			user_id = cdp_ident_type_index("user_id");
+	int			anon = cdp_ident_type_index("anonymous_id");
+
+	for (int i = 0; i < e->nmsgs; i++)
+	{
+		CdpMessage *m = &e->msgs[i];
+
+		if (!msg_active(m))
+			continue;
+		for (int j = 0; j < m->nidents; j++)
+		{
+			CdpIdent   *id = &m->idents[j];
+			IdentEntry *u;
+
+			if (!id->alias_previous)
+				continue;
+			u = ident_entry(e, "user_id", id->value, false);
+			id->type = (u && u->profile_id != 0) ? user_id : anon;
+		}
+	}
+}
+
+/*
+ * Lock the profiles the batch touches, in ascending id.  A profile that
+ * vanished before we got its lock was merged away: its identifiers are
+ * looked up again and the new owners locked in turn.
+ */
+static void
+lock_profiles(Engine *e)
+{
+	for (int attempt = 0;; attempt++)
+	{
+		int64	   *ids = palloc(sizeof(int64) * (hash_get_num_entries(e->profiles) + e->nmsgs * 4 + 1));
+		uint64	   *keys;
+		bool	   *excl;
+		int			n = 0;
+		int			nmissing = 0;
+		HASH_SEQ_STATUS seq;
+		ProfEntry  *p;
+		static SPIPlanPtr plan = NULL;
+		Datum		args[1];
+
+		settle_alias_types(e);
+
+		/* What does each message need? */
+		for (int i = 0; i < e->nmsgs; i++)
+		{
+			CdpMessage *m = &e->msgs[i];
+			int64		first = 0;
+			bool		structural = false;
+
+			if (!msg_active(m))
+				continue;
+			for (int j = 0; j < m->nidents; j++)
+			{
+				IdentEntry *ie = ident_entry(e, ident_type_name(&m->idents[j]),
+											 m->idents[j].value, false);
+
+				if (ie == NULL || ie->profile_id == 0)
+					structural = true;
+				else if (first == 0)
+					first = ie->profile_id;
+				else if (first != ie->profile_id)
+					structural = true;
+			}
+			for (int j = 0; j < m->nidents; j++)
+			{
+				IdentEntry *ie = ident_entry(e, ident_type_name(&m->idents[j]),
+											 m->idents[j].value, false);
+
+				if (ie && ie->profile_id != 0)
+				{
+					p = prof_entry(e, ie->profile_id, true);
+					if (structural)
+						p->need_exclusive = true;
+				}
+			}
+		}
+
+		/* Lock what is not locked strongly enough yet. */
+		hash_seq_init(&seq, e->profiles);
+		keys = palloc(sizeof(uint64) * (hash_get_num_entries(e->profiles) + 1));
+		excl = palloc(sizeof(bool) * (hash_get_num_entries(e->profiles) + 1));
+		while ((p = hash_seq_search(&seq)) != NULL)
+		{
+			int			want = p->need_exclusive ? 2 : 1;
+
+			if (p->lockmode >= want)
+				continue;
+			keys[n] = (uint64) p->profile_id;
+			excl[n] = (want == 2);
+			ids[n] = p->profile_id;
+			p->lockmode = want;
+			n++;
+		}
+		if (n == 0)
+			return;
+		cdp_lock_keys(keys, n, excl, CDP_LOCK_PROFILE);
+
+		/* Which of them still exist? */
+		if (plan == NULL)
+		{
+			Oid			argtypes[1] = {INT8ARRAYOID};
+
+			plan = cdp_prepare("SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1)",
+							   1, argtypes);
+		}
+		args[0] = cdp_int8_array(ids, n);
+		cdp_spi_exec(plan, args, SPI_OK_SELECT);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+
+			prof_entry(e, id, true)->exists = true;
+		}
+		for (int i = 0; i < n; i++)
+			if (!prof_entry(e, ids[i], false)->exists)
+				nmissing++;
+		if (nmissing == 0)
+			return;
+		if (attempt >= 8)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not resolve identifiers: their profiles kept changing"),
+					 errdetail("Concurrent merges retired the profiles found %d times in a row.", attempt + 1),
+					 errhint("The transaction might succeed if retried.")));
+
+		/* Ask again for identifiers whose owner vanished. */
+		{
+			IdentEntry *ie;
+
+			hash_seq_init(&seq, e->idents);
+			while ((ie = hash_seq_search(&seq)) != NULL)
+			{
+				ProfEntry  *owner;
+
+				if (ie->profile_id == 0)
+					continue;
+				owner = prof_entry(e, ie->profile_id, false);
+				if (owner && owner->lockmode > 0 && !owner->exists)
+					ie->queried = false;
+			}
+		}
+		lookup_identities(e, true);
+	}
+}
+
+static int
+new_node(Engine *e, int64 profile_id, bool stored)
+{
+	UfNode	   *nd;
+
+	if (e->nnodes >= e->maxnodes)
+	{
+		e->maxnodes = Max(64, e->maxnodes * 2);
+		e->nodes = e->nodes ? repalloc(e->nodes, sizeof(UfNode) * e->maxnodes) :
+			palloc(sizeof(UfNode) * e->maxnodes);
+	}
+	nd = &e->nodes[e->nnodes];
+	nd->profile_id = profile_id;
+	nd->stored = stored;
+	nd->parent = e->nnodes;
+	nd->next_member = -1;
+	nd->last_member = e->nnodes;
+	nd->counts = palloc0(sizeof(int) * Max(e->ntypes, 1));
+	nd->total = 0;
+	return e->nnodes++;
+}
+
+static int
+find_root(Engine *e, int n)
+{
+	while (e->nodes[n].parent != n)
+	{
+		e->nodes[n].parent = e->nodes[e->nodes[n].parent].parent;
+		n = e->nodes[n].parent;
+	}
+	return n;
+}
+
+/* Per-type identifier counts of the stored profiles a message may change. */
+static void
+load_counts(Engine *e)
+{
+	static SPIPlanPtr plan = NULL;
+	HASH_SEQ_STATUS seq;
+	ProfEntry  *p;
+	int64	   *ids = palloc(sizeof(int64) * (hash_get_num_entries(e->profiles) + 1));
+	int			n = 0;
+	Datum		args[1];
+
+	hash_seq_init(&seq, e->profiles);
+	while ((p = hash_seq_search(&seq)) != NULL)
+	{
+		if (!p->exists)
+			continue;
+		p->node = new_node(e, p->profile_id, true);
+		if (p->need_exclusive)
+			ids[n++] = p->profile_id;
+	}
+	if (n == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+
+		plan = cdp_prepare("SELECT profile_id, type, count(*)::int4 FROM cdp.identities "
+						   "WHERE profile_id = ANY($1) GROUP BY 1, 2", 1, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int			ti = cdp_ident_type_index(SPI_getvalue(tup, desc, 2));
+		int			cnt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		UfNode	   *nd = &e->nodes[prof_entry(e, id, false)->node];
+
+		if (ti >= 0)
+			nd->counts[ti] += cnt;
+		nd->total += cnt;
+	}
+}
+
+/* May components a and b become one without breaking a limit? */
+static bool
+can_union(Engine *e, int a, int b)
+{
+	UfNode	   *x = &e->nodes[a];
+	UfNode	   *y = &e->nodes[b];
+
+	if (x->total + y->total > cdp_max_identities_per_profile)
+		return false;
+	for (int t = 0; t < e->ntypes; t++)
+		if (x->counts[t] + y->counts[t] > cdp_ident_type_at(t)->max_per_profile)
+			return false;
+	return true;
+}
+
+/* Union two roots; the older profile wins.  Returns the root. */
+static int
+union_roots(Engine *e, int a, int b, int msg)
+{
+	int			w,
+				l;
+	UfNode	   *nw,
+			   *nl;
+
+	/* Stored profiles are older than new ones; among each, lower first. */
+	if (e->nodes[a].stored != e->nodes[b].stored)
+		w = e->nodes[a].stored ? a : b;
+	else if (e->nodes[a].stored)
+		w = e->nodes[a].profile_id < e->nodes[b].profile_id ? a : b;
+	else
+		w = Min(a, b);
+	l = (w == a) ? b : a;
+	nw = &e->nodes[w];
+	nl = &e->nodes[l];
+
+	if (nl->stored)
+	{
+		CdpMergeStep *s;
+		int			cnt = 0;
+
+		if (e->steps == NULL)
+			e->steps = palloc(sizeof(CdpMergeStep) * 16);
+		else if ((e->nsteps & 15) == 0)
+			e->steps = repalloc(e->steps, sizeof(CdpMergeStep) * (e->nsteps + 16));
+		s = &e->steps[e->nsteps++];
+		s->winner = nw->profile_id;
+		s->loser = nl->profile_id;
+		s->msg = msg;
+		for (int m = l; m >= 0; m = e->nodes[m].next_member)
+			if (e->nodes[m].stored)
+				cnt++;
+		s->members = palloc(sizeof(int64) * Max(cnt, 1));
+		s->nmembers = 0;
+		for (int m = l; m >= 0; m = e->nodes[m].next_member)
+			if (e->nodes[m].stored)
+				s->members[s->nmembers++] = e->nodes[m].profile_id;
+
+		/* Identifiers this batch already gave the loser belong to its snapshot. */
+		s->nextra = 0;
+		s->extra_types = NULL;
+		s->extra_values = NULL;
+		if (e->natt > 0)
+		{
+			bool	   *inloser = palloc0(sizeof(bool) * e->nnodes);
+
+			for (int m = l; m >= 0; m = e->nodes[m].next_member)
+				inloser[m] = true;
+			s->extra_types = palloc(sizeof(char *) * e->natt);
+			s->extra_values = palloc(sizeof(char *) * e->natt);
+			for (int a = 0; a < e->natt; a++)
+				if (inloser[e->att_node[a]])
+				{
+					CdpIdent   *id = &e->msgs[e->att_msg[a]].idents[e->att_ident[a]];
+
+					s->extra_types[s->nextra] = cdp_ident_type_at(id->type)->name;
+					s->extra_values[s->nextra++] = id->value;
+				}
+			pfree(inloser);
+		}
+	}
+
+	for (int t = 0; t < e->ntypes; t++)
+		nw->counts[t] += nl->counts[t];
+	nw->total += nl->total;
+	nl->parent = w;
+	e->nodes[nw->last_member].next_member = l;
+	nw->last_member = nl->last_member;
+	return w;
+}
+
+static int
+cmp_ident_priority(const void *a, const void *b)
+{
+	const CdpIdent *x = a;
+	const CdpIdent *y = b;
+	CdpIdentType *tx = cdp_ident_type_at(x->type);
+	CdpIdentType *ty = cdp_ident_type_at(y->type);
+	int			c;
+
+	if (tx->priority != ty->priority)
+		return tx->priority < ty->priority ? -1 : 1;
+	c = strcmp(tx->name, ty->name);
+	if (c != 0)
+		return c;
+	return strcmp(x->value, y->value);
+}
+
+static void
+attach(Engine *e, int root, int msg, int ident)
+{
+	CdpIdent   *id = &e->msgs[msg].idents[ident];
+
+	e->nodes[root].counts[id->type]++;
+	e->nodes[root].total++;
+	if (e->att_msg == NULL)
+	{
+		e->att_msg = palloc(sizeof(int) * 64);
+		e->att_ident = palloc(sizeof(int) * 64);
+		e->att_node = palloc(sizeof(int) * 64);
+	}
+	else if (e->natt >= 64 && (e->natt & (e->natt - 1)) == 0)
+	{
+		e->att_msg = repalloc(e->att_msg, sizeof(int) * e->natt * 2);
+		e->att_ident = repalloc(e->att_ident, sizeof(int) * e->natt * 2);
+		e->att_node = repalloc(e->att_node, sizeof(int) * e->natt * 2);
+	}
+	e->att_msg[e->natt] = msg;
+	e->att_ident[e->natt] = ident;
+	e->att_node[e->natt] = root;
+	e->natt++;
+}
+
+/*
+ * Replay the messages in order.  Each starts at its strongest identifier
+ * and takes in the others while limits allow; an identifier that cannot
+ * join stays where it is (and is recorded as an issue).
+ */
+static void
+plan_messages(Engine *e)
+{
+	for (int i = 0; i < e->nmsgs; i++)
+	{
+		CdpMessage *m = &e->msgs[i];
+		int			cur = -1;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!msg_active(m))
+			continue;
+		if (m->nidents > 1)
+			qsort(m->idents, m->nidents, sizeof(CdpIdent), cmp_ident_priority);
+
+		for (int j = 0; j < m->nidents; j++)
+		{
+			CdpIdent   *id = &m->idents[j];
+			CdpIdentType *t = cdp_ident_type_at(id->type);
+			IdentEntry *ie = ident_entry(e, t->name, id->value, true);
+			int			n = -1;
+
+			if (ie->node >= 0)
+				n = find_root(e, ie->node);
+			else if (ie->profile_id != 0)
+			{
+				ProfEntry  *p = prof_entry(e, ie->profile_id, false);
+
+				if (p && p->node >= 0)
+				{
+					ie->node = p->node;
+					n = find_root(e, p->node);
+				}
+			}
+
+			if (cur < 0)
+			{
+				if (n >= 0)
+					cur = n;
+				else
+				{
+					cur = new_node(e, 0, false);
+					ie->node = cur;
+					attach(e, cur, i, j);
+				}
+				continue;
+			}
+			if (n == cur)
+				continue;
+			if (n >= 0)
+			{
+				if (can_union(e, cur, n))
+					cur = union_roots(e, cur, n, i);
+				else
+					cdp_add_issue(m, t->name, id->value,
+								  "not merged: the merge would exceed an identifier limit");
+			}
+			else if (e->nodes[cur].counts[id->type] < t->max_per_profile &&
+					 e->nodes[cur].total < cdp_max_identities_per_profile)
+			{
+				ie->node = cur;
+				attach(e, cur, i, j);
+			}
+			else
+				cdp_add_issue(m, t->name, id->value,
+							  psprintf("not attached: the profile already has %d %s identifier(s), the limit",
+									   e->nodes[cur].counts[id->type], t->name));
+		}
+		m->node = cur;
+	}
+}
+
+/*
+ * Write the plan: profiles for surviving new components, merges, new
+ * identities, issues; then give every message its final profile id.
+ */
+static void
+materialize(Engine *e, int *dup_of)
+{
+	static SPIPlanPtr seq_plan = NULL;
+	static SPIPlanPtr prof_plan = NULL;
+	static SPIPlanPtr ident_plan = NULL;
+	int			nnew = 0;
+	int64	   *newids;
+	TimestampTz *created;
+	Datum		args[4];
+	TimestampTz now = cdp_now();
+
+	for (int n = 0; n < e->nnodes; n++)
+		if (!e->nodes[n].stored && find_root(e, n) == n)
+			nnew++;
+
+	if (nnew > 0)
+	{
+		int			k = 0;
+
+		if (seq_plan == NULL)
+		{
+			Oid			argtypes[1] = {INT4OID};
+
+			seq_plan = cdp_prepare("SELECT nextval(pg_get_serial_sequence('cdp.profiles', 'profile_id')) "
+								   "FROM generate_series(1, $1)", 1, argtypes);
+			prof_plan = NULL;
+		}
+		args[0] = Int32GetDatum(nnew);
+		cdp_spi_exec(seq_plan, args, SPI_OK_SELECT);
+		newids = palloc(sizeof(int64) * nnew);
+		created = palloc(sizeof(TimestampTz) * nnew);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+
+			newids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		/* nextval hands out ascending ids: the oldest component gets the lowest */
+		for (int n = 0; n < e->nnodes; n++)
+			if (!e->nodes[n].stored && find_root(e, n) == n)
+			{
+				created[k] = now;
+				e->nodes[n].profile_id = newids[k++];
+			}
+
+		if (prof_plan == NULL)
+		{
+			Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+
+			prof_plan = cdp_prepare("INSERT INTO cdp.profiles (profile_id, created_at, updated_at) "
+									"OVERRIDING SYSTEM VALUE "
+									"SELECT id, at, at FROM unnest($1::int8[], $2::timestamptz[]) AS u(id, at)",
+									2, argtypes);
+		}
+		args[0] = cdp_int8_array(newids, nnew);
+		args[1] = cdp_timestamptz_array(created, nnew);
+		cdp_spi_exec(prof_plan, args, SPI_OK_INSERT);
+	}
+
+	/* Final profile of every message and every node. */
+	for (int i = 0; i < e->nmsgs; i++)
+	{
+		CdpMessage *m = &e->msgs[i];
+
+		if (msg_active(m) && m->node >= 0)
+			m->profile_id = e->nodes[find_root(e, m->node)].profile_id;
+	}
+
+	if (e->nsteps > 0)
+	{
+		/* merge.c moves rows from each loser to its final winner */
+		cdp_execute_merges(e->msgs, e->steps, e->nsteps);
+	}
+
+	if (e->natt > 0)
+	{
+		char	  **types = palloc(sizeof(char *) * e->natt);
+		char	  **values = palloc(sizeof(char *) * e->natt);
+		int64	   *owners = palloc(sizeof(int64) * e->natt);
+
+		for (int a = 0; a < e->natt; a++)
+		{
+			CdpMessage *m = &e->msgs[e->att_msg[a]];
+			CdpIdent   *id = &m->idents[e->att_ident[a]];
+
+			types[a] = cdp_ident_type_at(id->type)->name;
+			values[a] = id->value;
+			owners[a] = m->profile_id;
+		}
+		if (ident_plan == NULL)
+		{
+			Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+
+			ident_plan = cdp_prepare("INSERT INTO cdp.identities (type, value, profile_id, first_seen_at) "
+									 "SELECT t, v, p, $4 FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(t, v, p)",
+									 4, argtypes);
+		}
+		args[0] = cdp_text_array(types, e->natt);
+		args[1] = cdp_text_array(values, e->natt);
+		args[2] = cdp_int8_array(owners, e->natt);
+		args[3] = TimestampTzGetDatum(now);
+		cdp_spi_exec(ident_plan, args, SPI_OK_INSERT);
+	}
+
+	/* In-batch duplicates take the profile of their first copy. */
+	for (int i = 0; i < e->nmsgs; i++)
+		if (dup_of[i] >= 0)
+			e->msgs[i].profile_id = e->msgs[dup_of[i]].profile_id;
+}
+
+/*
+ * cdp_resolve_messages resolves msgs to profiles, creating and merging
+ * profiles as needed.  Messages with err set are skipped; duplicates get
+ * duplicate = true and the profile of the first copy.  The caller is
+ * connected to SPI.
+ */
+void
+cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
+{
+	Engine		e;
+	HASHCTL		ctl;
+	int		   *dup_of;
+	uint64	   *keys;
+	int			nkeys = 0;
+	int			total = 0;
+
+	memset(&e, 0, sizeof(e));
+	e.msgs = msgs;
+	e.nmsgs = nmsgs;
+	e.ntypes = cdp_ident_type_count();
+
+	for (int i = 0; i < nmsgs; i++)
+	{
+		msgs[i].node = -1;
+		if (msgs[i].err.sqlerrcode == 0)
+			total += msgs[i].nidents;
+	}
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = KEYLEN;
+	ctl.entrysize = sizeof(IdentEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	e.idents = hash_create("pg_cdp identifiers", Max(total * 2, 16), &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ProfEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	e.profiles = hash_create("pg_cdp profiles", Max(total, 16), &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	/* 1. Lock every identifier of the batch, sorted. */
+	keys = palloc(sizeof(uint64) * Max(total * 2, 1));
+	for (int i = 0; i < nmsgs; i++)
+	{
+		CdpMessage *m = &msgs[i];
+
+		if (m->err.sqlerrcode)
+			continue;
+		for (int j = 0; j < m->nidents; j++)
+		{
+			CdpIdent   *id = &m->idents[j];
+
+			if (id->alias_previous)
+			{
+				keys[nkeys++] = cdp_hash_key("user_id", id->value);
+				keys[nkeys++] = cdp_hash_key("anonymous_id", id->value);
+				ident_entry(&e, "user_id", id->value, true);
+				ident_entry(&e, "anonymous_id", id->value, true);
+			}
+			else
+			{
+				keys[nkeys++] = cdp_hash_key(ident_type_name(id), id->value);
+				ident_entry(&e, ident_type_name(id), id->value, true);
+			}
+		}
+	}
+	cdp_lock_keys(keys, nkeys, NULL, CDP_LOCK_IDENTIFIER);
+
+	/*
+	 * 2. Duplicates.  Checked after the identifier locks: a concurrent copy
+	 * of the same message holds the same identifiers, so it has committed
+	 * (or rolled back) by now.
+	 */
+	dup_of = find_duplicates(&e);
+
+	/* 3. Look up and lock. */
+	lookup_identities(&e, false);
+	lock_profiles(&e);
+
+	/* 4. Plan in memory. */
+	load_counts(&e);
+	plan_messages(&e);
+
+	/* 5. Write. */
+	materialize(&e, dup_of);
+}
+
+/*
+ * cdp_lookup_profile returns the owner of one normalized identifier, or 0.
+ */
+int64
+cdp_lookup_profile(const char *type, const char *value)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+
+		plan = cdp_prepare("SELECT profile_id FROM cdp.identities WHERE type = $1 AND value = $2",
+						   2, argtypes);
+	}
+	args[0] = CStringGetTextDatum(type);
+	args[1] = CStringGetTextDatum(value);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return 0;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * cdp.resolve(identifiers jsonb) → bigint: the profile of the strongest
+ * known identifier, or NULL.  Never creates anything, never errors on bad
+ * input.
+ */
+PG_FUNCTION_INFO_V1(cdp_resolve);
+Datum
+cdp_resolve(PG_FUNCTION_ARGS)
+{
+	CdpMessage	msg;
+	int64		found = 0;
+	bool		auto_create;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	memset(&msg, 0, sizeof(msg));
+	SPI_connect();
+	/* Looking up must not register new identifier types. */
+	auto_create = cdp_auto_create_identifier_types;
+	cdp_auto_create_identifier_types = false;
+	cdp_parse_identifiers(PG_GETARG_JSONB_P(0), &msg, false);
+	cdp_auto_create_identifier_types = auto_create;
+	if (msg.err.sqlerrcode == 0 && msg.nidents > 0)
+	{
+		if (msg.nidents > 1)
+			qsort(msg.idents, msg.nidents, sizeof(CdpIdent), cmp_ident_priority);
+		for (int j = 0; j < msg.nidents && found == 0; j++)
+			found = cdp_lookup_profile(cdp_ident_type_at(msg.idents[j].type)->name,
+									   msg.idents[j].value);
+	}
+	SPI_finish();
+	if (found == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(found);
+}

@@ -1,0 +1,385 @@
+/*-------------------------------------------------------------------------
+ *
+ * inbox.c
+ *	  The bulk paths: draining cdp.inbox (raw JSON lines loaded by COPY) and
+ *	  cdp.ingest_batch, with bad messages kept in cdp.inbox_rejects.
+ *
+ * A drain takes up to cdp.batch_size inbox rows with DELETE ... SKIP
+ * LOCKED, so it can run beside the worker, and deletes each row in the same
+ * transaction as the event or the reject it becomes.  Validation never
+ * throws: a malformed line becomes a reject with its reason.  Should the
+ * write of a batch still fail on some message (a bug, a constraint), the
+ * batch is split in halves, each in an internal subtransaction, until the
+ * failing message is alone and can be rejected with the error; transient
+ * errors (deadlock, lock timeout, cancel, out of resources) are not blamed
+ * on a message and roll the whole batch back to be retried.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+static bool
+transient_error(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:	/* 40: deadlock, serialization */
+		case ERRCODE_INSUFFICIENT_RESOURCES:	/* 53: out of memory, locks */
+		case ERRCODE_OPERATOR_INTERVENTION: /* 57: cancel, shutdown */
+		case ERRCODE_SYSTEM_ERROR:	/* 58: I/O */
+			return true;
+		default:
+			return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	}
+}
+
+/* Undo what a failed write left in the messages, before trying again. */
+static void
+reset_messages(CdpMessage *msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		CdpMessage *m = &msgs[i];
+
+		m->duplicate = false;
+		m->profile_id = 0;
+		m->node = -1;
+		m->nissues = m->base_nissues;
+		if (m->id_generated)
+		{
+			m->message_id = NULL;
+			m->id_generated = false;
+		}
+	}
+}
+
+/*
+ * write_isolated writes msgs; a message whose write fails gets the error as
+ * its reject reason and the others land.
+ */
+static void
+write_isolated(CdpMessage *msgs, int n)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	if (n == 0)
+		return;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		cdp_write_messages(msgs, n);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(oldcxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		if (transient_error(ed->sqlerrcode))
+			ReThrowError(ed);
+		reset_messages(msgs, n);
+		if (n == 1)
+		{
+			cdp_set_error(&msgs[0].err, ed->sqlerrcode, ed->message,
+						  ed->detail, ed->hint);
+		}
+		else
+		{
+			write_isolated(msgs, n / 2);
+			write_isolated(msgs + n / 2, n - n / 2);
+		}
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Parse the raw text of one inbox line without throwing.
+ */
+static void
+parse_raw(CdpMessage *m, const char *raw)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType rc;
+	size_t		len;
+	Jsonb	   *jb;
+
+	if (raw == NULL)
+	{
+		cdp_set_error(&m->err, ERRCODE_NULL_VALUE_NOT_ALLOWED,
+					  "message is null", "The inbox row has no message text.", NULL);
+		return;
+	}
+	len = strlen(raw);
+	if (len == 0 || strspn(raw, " \t\r\n") == len)
+	{
+		cdp_set_error(&m->err, ERRCODE_INVALID_TEXT_REPRESENTATION,
+					  "message is empty", "The inbox row holds no JSON.", NULL);
+		return;
+	}
+	if (len > (size_t) cdp_max_message_bytes)
+	{
+		cdp_set_error(&m->err, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+					  "message is too large",
+					  psprintf("The message takes %zu bytes; cdp.max_message_bytes is %d.",
+							   len, cdp_max_message_bytes),
+					  "Send large payloads by reference, or raise cdp.max_message_bytes.");
+		return;
+	}
+	lex = makeJsonLexContextCstringLen((char *) raw, len, GetDatabaseEncoding(), true);
+	rc = pg_parse_json(lex, &nullSemAction);
+	if (rc != JSON_SUCCESS)
+	{
+		cdp_set_error(&m->err, ERRCODE_INVALID_TEXT_REPRESENTATION,
+					  "message is not valid JSON",
+					  psprintf("%s", json_errdetail(rc, lex)),
+					  "Load one JSON message per line; see the README for COPY options that keep backslashes.");
+		return;
+	}
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
+	cdp_parse_segment_message(jb, m, m->inbox_received_at);
+	m->base_nissues = m->nissues;
+}
+
+/* Record rejected messages with their reason. */
+static int
+record_rejects(CdpMessage *msgs, int n, const char *default_source)
+{
+	static SPIPlanPtr plan = NULL;
+	char	  **raw = palloc(sizeof(char *) * Max(n, 1));
+	char	  **src = palloc(sizeof(char *) * Max(n, 1));
+	char	  **state = palloc(sizeof(char *) * Max(n, 1));
+	char	  **reason = palloc(sizeof(char *) * Max(n, 1));
+	char	  **detail = palloc(sizeof(char *) * Max(n, 1));
+	TimestampTz *recv = palloc(sizeof(TimestampTz) * Max(n, 1));
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	int			k = 0;
+	Datum		args[8];
+
+	for (int i = 0; i < n; i++)
+	{
+		CdpMessage *m = &msgs[i];
+
+		if (m->err.sqlerrcode == 0)
+			continue;
+		raw[k] = m->raw;
+		src[k] = m->source ? m->source : (char *) default_source;
+		state[k] = pstrdup(unpack_sql_state(m->err.sqlerrcode));
+		reason[k] = m->err.message;
+		detail[k] = m->err.detail;
+		recv[k] = m->inbox_received_at ? m->inbox_received_at : cdp_now();
+		ids[k] = m->inbox_id;
+		k++;
+	}
+	if (k == 0)
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			argtypes[8] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+
+		plan = cdp_prepare("INSERT INTO cdp.inbox_rejects (message, source, sqlstate, reason, "
+						   "  detail, received_at, inbox_id, rejected_at) "
+						   "SELECT m, s, st, r, d, rc, nullif(i, 0), $8 "
+						   "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+						   "            $5::text[], $6::timestamptz[], $7::int8[]) "
+						   "  AS u(m, s, st, r, d, rc, i)", 8, argtypes);
+	}
+	args[0] = cdp_text_array(raw, k);
+	args[1] = cdp_text_array(src, k);
+	args[2] = cdp_text_array(state, k);
+	args[3] = cdp_text_array(reason, k);
+	args[4] = cdp_text_array(detail, k);
+	args[5] = cdp_timestamptz_array(recv, k);
+	args[6] = cdp_int8_array(ids, k);
+	args[7] = TimestampTzGetDatum(cdp_now());
+	cdp_spi_exec(plan, args, SPI_OK_INSERT);
+	return k;
+}
+
+static int
+cmp_inbox_id(const void *a, const void *b)
+{
+	int64		x = ((const CdpMessage *) a)->inbox_id;
+	int64		y = ((const CdpMessage *) b)->inbox_id;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * cdp_drain_inbox turns up to limit inbox rows into events or rejects.
+ * Returns the number of rows taken; *rejected gets the rejects among them.
+ * The caller is connected to SPI and owns the transaction.
+ */
+int
+cdp_drain_inbox(int limit, int *rejected)
+{
+	static SPIPlanPtr plan = NULL;
+	CdpMessage *msgs;
+	int			n;
+	Datum		args[1];
+
+	*rejected = 0;
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT4OID};
+
+		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id IN ("
+						   "  SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id "
+						   "  LIMIT $1 FOR UPDATE SKIP LOCKED) "
+						   "RETURNING inbox_id, message, received_at, source", 1, argtypes);
+	}
+	args[0] = Int32GetDatum(limit);
+	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+
+	msgs = palloc0(sizeof(CdpMessage) * n);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		msgs[i].raw = SPI_getvalue(tup, desc, 2);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		msgs[i].inbox_received_at = isnull ? 0 : DatumGetTimestampTz(d);
+		msgs[i].source = SPI_getvalue(tup, desc, 4);
+		msgs[i].node = -1;
+	}
+	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
+	for (int i = 0; i < n; i++)
+	{
+		parse_raw(&msgs[i], msgs[i].raw);
+		if ((i & 127) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+
+	write_isolated(msgs, n);
+	*rejected = record_rejects(msgs, n, "inbox");
+	return n;
+}
+
+/*
+ * cdp.ingest_batch(messages jsonb) → jsonb
+ *
+ * A JSON array of Segment-spec messages, or a Segment batch object
+ * {"batch": [...], "sentAt": ...}.  Good messages land, bad ones go to
+ * cdp.inbox_rejects with their reason; returns the counts.
+ */
+PG_FUNCTION_INFO_V1(cdp_ingest_batch);
+Datum
+cdp_ingest_batch(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *in;
+	JsonbValue	v;
+	JsonbContainer *arr;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	CdpMessage *msgs;
+	int			n = 0;
+	int			cap;
+	int			accepted = 0,
+				dups = 0,
+				rejects;
+	char	   *batch_sent_at = NULL;
+	TimestampTz now;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("messages must not be null")));
+	in = PG_GETARG_JSONB_P(0);
+	if (JB_ROOT_IS_ARRAY(in) && !JB_ROOT_IS_SCALAR(in))
+		arr = &in->root;
+	else if (JB_ROOT_IS_OBJECT(in) && cdp_jsonb_get(in, "batch", &v) &&
+			 v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+	{
+		arr = v.val.binary.data;
+		batch_sent_at = cdp_jsonb_get_text(in, "sentAt", NULL);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("messages must be a JSON array or an object with a \"batch\" array"),
+				 errhint("Pass [{\"type\": \"track\", ...}, ...] or {\"batch\": [...]}.")));
+
+	cap = Max(JsonContainerSize(arr), 1);
+	if (cap > 100000)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a batch holds at most 100000 messages"),
+				 errdetail("This one holds %d.", cap),
+				 errhint("Split it, or COPY the messages into cdp.inbox.")));
+	msgs = palloc0(sizeof(CdpMessage) * cap);
+	now = cdp_now();
+
+	SPI_connect();
+	it = JsonbIteratorInit(arr);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Jsonb	   *jm;
+		CdpMessage *m;
+
+		if (tok != WJB_ELEM)
+			continue;
+		m = &msgs[n++];
+		m->node = -1;
+		m->inbox_received_at = now;
+		jm = JsonbValueToJsonb(&v);
+		m->raw = JsonbToCString(NULL, &jm->root, VARSIZE(jm));
+		if (batch_sent_at && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data) &&
+			cdp_jsonb_get_text(jm, "sentAt", NULL) == NULL)
+			jm = cdp_traits_merge(jm, NULL, cdp_jsonb_pair("sentAt", batch_sent_at),
+								  NULL, NULL);
+		cdp_parse_segment_message(jm, m, now);
+		m->base_nissues = m->nissues;
+		if ((n & 127) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	for (int start = 0; start < n; start += cdp_batch_size)
+		write_isolated(msgs + start, Min(cdp_batch_size, n - start));
+	rejects = record_rejects(msgs, n, "ingest_batch");
+	for (int i = 0; i < n; i++)
+	{
+		if (msgs[i].err.sqlerrcode)
+			continue;
+		if (msgs[i].duplicate)
+			dups++;
+		else
+			accepted++;
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(psprintf("{\"accepted\": %d, \"duplicates\": %d, \"rejected\": %d}",
+																 accepted, dups, rejects))));
+}

@@ -1,0 +1,137 @@
+-- ingest.sql: events, message ids, the inbox and its rejects, and the
+-- ingest functions.
+
+-- Events, partitioned by month of occurred_at. Months get their own
+-- partition ahead of time (cdp.create_event_partitions, run by the worker and
+-- cdp.tick()); anything else lands in the default partition.
+CREATE TABLE cdp.events (
+    profile_id          bigint NOT NULL,
+    occurred_at         timestamptz NOT NULL,
+    event_id            text NOT NULL,
+    event               text NOT NULL,
+    properties          jsonb NOT NULL DEFAULT '{}',
+    channel             text,
+    type                text NOT NULL DEFAULT 'track',
+    received_at         timestamptz NOT NULL DEFAULT cdp.now(),
+    original_profile_id bigint NOT NULL,
+    context             jsonb
+) PARTITION BY RANGE (occurred_at);
+CREATE INDEX events_profile ON cdp.events (profile_id, occurred_at);
+CREATE INDEX events_occurred_at ON cdp.events USING brin (occurred_at);
+CREATE TABLE cdp.events_default PARTITION OF cdp.events DEFAULT;
+COMMENT ON TABLE cdp.events IS
+    'Every accepted event, with the profile it belongs to now (original_profile_id: the profile it was first written to); channel is where it happened';
+
+-- Message ids seen, for exact deduplication on every path. A unique index on
+-- the partitioned events table would have to include occurred_at, hence a
+-- table of its own (distributed by message id on Citus).
+CREATE TABLE cdp.message_ids (
+    message_id          text PRIMARY KEY,
+    profile_id          bigint NOT NULL,
+    original_profile_id bigint NOT NULL,
+    occurred_at         timestamptz NOT NULL,
+    received_at         timestamptz NOT NULL DEFAULT cdp.now()
+);
+CREATE INDEX message_ids_profile_id ON cdp.message_ids (profile_id);
+COMMENT ON TABLE cdp.message_ids IS
+    'messageId / event_id of every accepted event, kept until cdp.forget';
+
+-- The bulk path: one raw Segment-spec JSON message per row. message is plain
+-- text with no constraint, so a COPY of valid UTF-8 never fails on content.
+CREATE TABLE cdp.inbox (
+    inbox_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message     text,
+    received_at timestamptz DEFAULT cdp.now(),
+    source      text
+);
+COMMENT ON TABLE cdp.inbox IS
+    'Raw JSON messages waiting for the worker: COPY cdp.inbox (message) FROM ...';
+
+CREATE FUNCTION cdp.inbox_wake() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_inbox_wake';
+CREATE TRIGGER inbox_wake AFTER INSERT ON cdp.inbox
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.inbox_wake();
+
+CREATE TABLE cdp.inbox_rejects (
+    reject_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message     text,
+    source      text,
+    sqlstate    text NOT NULL,
+    reason      text NOT NULL,
+    detail      text,
+    received_at timestamptz,
+    rejected_at timestamptz NOT NULL DEFAULT cdp.now(),
+    inbox_id    bigint
+);
+COMMENT ON TABLE cdp.inbox_rejects IS
+    'Messages of the bulk paths that could not be accepted, with the SQLSTATE and reason';
+
+CREATE FUNCTION cdp.create_event_partitions(start_month date, months integer)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    SET lock_timeout = '2s'
+AS $$
+DECLARE
+    m       date;
+    lo      timestamptz;
+    hi      timestamptz;
+    part    text;
+    created integer := 0;
+BEGIN
+    IF months IS NULL OR months < 1 OR months > 240 THEN
+        RAISE EXCEPTION 'months must be between 1 and 240'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR i IN 0 .. months - 1 LOOP
+        m := (date_trunc('month', start_month) + make_interval(months => i))::date;
+        part := format('events_%s', to_char(m, 'YYYY_MM'));
+        CONTINUE WHEN to_regclass(format('cdp.%I', part)) IS NOT NULL;
+        lo := m::timestamp AT TIME ZONE 'UTC';
+        hi := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        -- A month whose rows already sit in the default partition keeps them there.
+        CONTINUE WHEN EXISTS (SELECT 1 FROM cdp.events_default
+                              WHERE occurred_at >= lo AND occurred_at < hi);
+        EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                       part, lo, hi);
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION cdp.create_event_partitions(date, integer) IS
+    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet; returns how many';
+
+CREATE FUNCTION cdp.track(identifiers jsonb, event text, properties jsonb DEFAULT '{}',
+                          occurred_at timestamptz DEFAULT cdp.now(),
+                          channel text DEFAULT NULL, event_id text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_track';
+COMMENT ON FUNCTION cdp.track(jsonb, text, jsonb, timestamptz, text, text) IS
+    'Records an event for the person the identifiers name, resolving and merging identities; returns the profile id';
+
+CREATE FUNCTION cdp.identify(identifiers jsonb, traits jsonb DEFAULT '{}',
+                             occurred_at timestamptz DEFAULT cdp.now(),
+                             channel text DEFAULT NULL, event_id text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_identify';
+COMMENT ON FUNCTION cdp.identify(jsonb, jsonb, timestamptz, text, text) IS
+    'Links identifiers and sets traits (newest or strongest source wins); returns the profile id';
+
+CREATE FUNCTION cdp.ingest(message jsonb) RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_ingest';
+COMMENT ON FUNCTION cdp.ingest(jsonb) IS
+    'Ingests one Segment-spec message (identify, track, page, screen, alias, group); returns the profile id';
+
+CREATE FUNCTION cdp.ingest_batch(messages jsonb) RETURNS jsonb
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_ingest_batch';
+COMMENT ON FUNCTION cdp.ingest_batch(jsonb) IS
+    'Ingests an array (or {"batch": [...]}) of Segment-spec messages; bad ones go to cdp.inbox_rejects; returns the counts';

@@ -1,0 +1,323 @@
+/*-------------------------------------------------------------------------
+ *
+ * normalize.c
+ *	  Normalization of identifier values: email, phone (E.164), trimming.
+ *
+ * Two spellings of one identifier must meet in cdp.identities, so every
+ * value is normalized before it is looked up or stored.  Emails are
+ * trimmed and case-folded, with optional mailbox-provider rules (gmail
+ * ignores dots and +tags); phones become E.164 using a default region when
+ * they carry no country code.  A value that cannot be normalized is
+ * reported with the reason, never guessed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+/* Country calling codes and national significant number lengths. */
+typedef struct PhoneRegion
+{
+	const char *region;
+	const char *cc;
+	int			min_nsn;
+	int			max_nsn;
+	bool		trunk_zero;		/* national numbers are dialled with a leading 0 */
+} PhoneRegion;
+
+static const PhoneRegion phone_regions[] = {
+	{"US", "1", 10, 10, false}, {"CA", "1", 10, 10, false},
+	{"GB", "44", 9, 10, true}, {"IE", "353", 7, 9, true},
+	{"FR", "33", 9, 9, true}, {"DE", "49", 6, 13, true},
+	{"ES", "34", 9, 9, false}, {"IT", "39", 6, 11, false},
+	{"PT", "351", 9, 9, false}, {"NL", "31", 9, 9, true},
+	{"BE", "32", 8, 9, true}, {"LU", "352", 6, 11, false},
+	{"CH", "41", 9, 9, true}, {"AT", "43", 4, 13, true},
+	{"SE", "46", 7, 10, true}, {"NO", "47", 8, 8, false},
+	{"DK", "45", 8, 8, false}, {"FI", "358", 5, 12, true},
+	{"PL", "48", 9, 9, false}, {"CZ", "420", 9, 9, false},
+	{"GR", "30", 10, 10, false}, {"AU", "61", 9, 9, true},
+	{"NZ", "64", 8, 10, true}, {"JP", "81", 9, 10, true},
+	{"CN", "86", 10, 11, true}, {"IN", "91", 10, 10, true},
+	{"BR", "55", 10, 11, true}, {"MX", "52", 10, 10, false},
+	{"ZA", "27", 9, 9, true}, {"SG", "65", 8, 8, false},
+	{NULL, NULL, 0, 0, false}
+};
+
+static const PhoneRegion *
+find_region(const char *region)
+{
+	for (const PhoneRegion *r = phone_regions; r->region; r++)
+		if (pg_strcasecmp(r->region, region) == 0)
+			return r;
+	return NULL;
+}
+
+/* Trim ASCII and Unicode-agnostic whitespace at both ends. */
+static char *
+trim_copy(const char *raw)
+{
+	const char *s = raw;
+	const char *e = raw + strlen(raw);
+
+	while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' ||
+					 *s == '\f' || *s == '\v'))
+		s++;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
+					 e[-1] == '\r' || e[-1] == '\f' || e[-1] == '\v'))
+		e--;
+	return pnstrdup(s, e - s);
+}
+
+static bool
+has_control_chars(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char) *s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/*
+ * cdp_normalize_email_str returns the normalized address, or NULL with
+ * *why set when raw is not an email address.
+ */
+char *
+cdp_normalize_email_str(const char *raw, const char **why)
+{
+	char	   *s = trim_copy(raw);
+	char	   *at;
+	char	   *domain;
+	size_t		len = strlen(s);
+
+	if (len == 0)
+	{
+		*why = "the email is empty";
+		return NULL;
+	}
+	if (len > 254)
+	{
+		*why = "the email is longer than 254 bytes";
+		return NULL;
+	}
+	if (has_control_chars(s) || strpbrk(s, " \t,;<>()[]\\\"") != NULL)
+	{
+		*why = "the email contains spaces, control characters or forbidden punctuation";
+		return NULL;
+	}
+	at = strrchr(s, '@');
+	if (at == NULL || at == s || strchr(s, '@') != at)
+	{
+		*why = "the email must contain exactly one \"@\" after a non-empty local part";
+		return NULL;
+	}
+	domain = at + 1;
+	if (at - s > 64)
+	{
+		*why = "the local part of the email is longer than 64 bytes";
+		return NULL;
+	}
+	if (*domain == '\0' || strchr(domain, '.') == NULL || domain[0] == '.' ||
+		domain[strlen(domain) - 1] == '.' || strstr(domain, "..") != NULL)
+	{
+		*why = "the email domain must be a dotted host name";
+		return NULL;
+	}
+
+	/* Case-fold ASCII; non-ASCII (internationalized) bytes stay as sent. */
+	for (char *p = s; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p += 'a' - 'A';
+
+	if (cdp_email_provider_rules)
+	{
+		bool		gmail = strcmp(domain, "gmail.com") == 0 ||
+			strcmp(domain, "googlemail.com") == 0;
+		bool		tags = gmail ||
+			strcmp(domain, "outlook.com") == 0 || strcmp(domain, "hotmail.com") == 0 ||
+			strcmp(domain, "live.com") == 0 || strcmp(domain, "icloud.com") == 0 ||
+			strcmp(domain, "me.com") == 0 || strcmp(domain, "fastmail.com") == 0 ||
+			strcmp(domain, "protonmail.com") == 0 || strcmp(domain, "proton.me") == 0;
+		StringInfoData local;
+
+		initStringInfo(&local);
+		for (char *p = s; p < at; p++)
+		{
+			if (tags && *p == '+')
+				break;
+			if (gmail && *p == '.')
+				continue;
+			appendStringInfoChar(&local, *p);
+		}
+		if (local.len > 0)
+			return psprintf("%s@%s", local.data, gmail ? "gmail.com" : domain);
+	}
+	return s;
+}
+
+/*
+ * cdp_normalize_phone_str returns the number in E.164 (+CCNSN), or NULL
+ * with *why set.  Accepted spellings: "+44 20 7946 0958", "0044...",
+ * "(415) 555-2671", "020 7946 0958" with region GB; extensions are refused
+ * rather than silently cut.
+ */
+char *
+cdp_normalize_phone_str(const char *raw, const char *region, const char **why)
+{
+	char	   *s = trim_copy(raw);
+	StringInfoData digits;
+	bool		plus = false;
+	const PhoneRegion *r;
+	const char *d;
+	int			n;
+
+	initStringInfo(&digits);
+	for (char *p = s; *p; p++)
+	{
+		if (*p >= '0' && *p <= '9')
+			appendStringInfoChar(&digits, *p);
+		else if (*p == '+' && digits.len == 0 && !plus)
+			plus = true;
+		else if (*p == ' ' || *p == '-' || *p == '.' || *p == '(' || *p == ')' ||
+				 *p == '/')
+			continue;
+		else
+		{
+			*why = "the phone number contains characters other than digits, spaces, \"+\", \"-\", \".\", \"/\" and parentheses";
+			return NULL;
+		}
+	}
+	if (digits.len == 0)
+	{
+		*why = "the phone number has no digits";
+		return NULL;
+	}
+	d = digits.data;
+	if (!plus && strncmp(d, "00", 2) == 0)
+	{
+		plus = true;
+		d += 2;
+	}
+	if (plus)
+	{
+		n = strlen(d);
+		if (d[0] == '0' || n < 8 || n > 15)
+		{
+			*why = "an international phone number needs a country code and 8 to 15 digits";
+			return NULL;
+		}
+		return psprintf("+%s", d);
+	}
+
+	r = find_region(region ? region : "US");
+	if (r == NULL)
+	{
+		*why = "the default phone region is not known; write numbers with their country code";
+		return NULL;
+	}
+	if (strcmp(r->cc, "1") == 0 && strlen(d) == 11 && d[0] == '1')
+		d++;					/* NANP numbers dialled with the leading 1 */
+	else if (r->trunk_zero && d[0] == '0')
+		d++;
+	n = strlen(d);
+	if (n < r->min_nsn || n > r->max_nsn)
+	{
+		*why = psprintf("a national phone number of region %s has %d to %d digits",
+						r->region, r->min_nsn, r->max_nsn);
+		return NULL;
+	}
+	if (strcmp(r->cc, "1") == 0 && (d[0] == '0' || d[0] == '1'))
+	{
+		*why = "a North American area code cannot start with 0 or 1";
+		return NULL;
+	}
+	return psprintf("+%s%s", r->cc, d);
+}
+
+/*
+ * cdp_normalize_value normalizes raw for type; NULL with *why when it is
+ * not a valid value of that type.
+ */
+char *
+cdp_normalize_value(CdpIdentType *type, const char *raw, const char **why)
+{
+	char	   *s;
+
+	switch (type->normalizer)
+	{
+		case CDP_NORM_EMAIL:
+			return cdp_normalize_email_str(raw, why);
+		case CDP_NORM_PHONE:
+			return cdp_normalize_phone_str(raw, cdp_default_phone_region, why);
+		case CDP_NORM_LOWER:
+		case CDP_NORM_TRIM:
+			s = trim_copy(raw);
+			if (s[0] == '\0')
+			{
+				*why = "the value is empty";
+				return NULL;
+			}
+			if (strlen(s) > 1024)
+			{
+				*why = "the value is longer than 1024 bytes";
+				return NULL;
+			}
+			if (has_control_chars(s))
+			{
+				*why = "the value contains control characters";
+				return NULL;
+			}
+			if (type->normalizer == CDP_NORM_LOWER)
+				for (char *p = s; *p; p++)
+					if (*p >= 'A' && *p <= 'Z')
+						*p += 'a' - 'A';
+			return s;
+	}
+	*why = "unknown normalizer";
+	return NULL;
+}
+
+PG_FUNCTION_INFO_V1(cdp_normalize_email);
+Datum
+cdp_normalize_email(PG_FUNCTION_ARGS)
+{
+	const char *why = NULL;
+	char	   *out;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	out = cdp_normalize_email_str(text_to_cstring(PG_GETARG_TEXT_PP(0)), &why);
+	if (out == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+PG_FUNCTION_INFO_V1(cdp_normalize_phone);
+Datum
+cdp_normalize_phone(PG_FUNCTION_ARGS)
+{
+	const char *why = NULL;
+	char	   *region;
+	char	   *out;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	region = PG_ARGISNULL(1) ? cdp_default_phone_region :
+		text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (find_region(region) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown phone region \"%s\"", region),
+				 errhint("Use an ISO 3166 alpha-2 code such as US, GB, FR or DE.")));
+	out = cdp_normalize_phone_str(text_to_cstring(PG_GETARG_TEXT_PP(0)), region, &why);
+	if (out == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}

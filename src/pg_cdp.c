@@ -1,0 +1,278 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_cdp.c
+ *	  Module entry: settings, shared memory, worker registration, the clock.
+ *
+ * Everything that must exist before the first SQL call lives here: the
+ * cdp.* settings, the small shared-memory block through which the worker
+ * publishes its heartbeat and writers wake it, the registration of the
+ * per-database worker, and cdp.now(), the settable clock every default and
+ * time rule of the extension reads.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *cdp_database = NULL;
+int			cdp_naptime = 1000;
+int			cdp_batch_size = 1000;
+char	   *cdp_fake_now = NULL;
+bool		cdp_email_provider_rules = false;
+char	   *cdp_default_phone_region = NULL;
+bool		cdp_auto_create_identifier_types = false;
+char	   *cdp_trait_source_priority = NULL;
+int			cdp_max_identities_per_profile = 1000;
+int			cdp_max_message_bytes = 4 * 1024 * 1024;
+
+CdpSharedState *cdp_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_registered = false;
+static bool wake_pending = false;
+
+static void cdp_shmem_request(void);
+static void cdp_shmem_startup(void);
+static bool check_fake_now(char **newval, void **extra, GucSource source);
+static void wake_xact_callback(XactEvent event, void *arg);
+
+void
+_PG_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_cdp must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_cdp to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	DefineCustomStringVariable("cdp.database",
+							   "Database in which the pg_cdp worker runs.",
+							   "Empty means no worker: call cdp.tick() yourself, for example from pg_cron.",
+							   &cdp_database, "", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.naptime",
+							"Milliseconds the worker sleeps between rounds when idle.",
+							NULL, &cdp_naptime, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.batch_size",
+							"Inbox messages resolved together in one transaction.",
+							"Each message takes a few advisory locks; keep batches well below the lock table's size.",
+							&cdp_batch_size, 1000, 1, 5000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cdp.fake_now",
+							   "Overrides cdp.now() for tests and backfills.",
+							   "Empty means the transaction start time.",
+							   &cdp_fake_now, "", PGC_USERSET, 0,
+							   check_fake_now, NULL, NULL);
+	DefineCustomBoolVariable("cdp.email_provider_rules",
+							 "Apply mailbox provider rules (gmail dots, +tags) when normalizing emails.",
+							 "Change it only before identities are stored: stored values are not renormalized.",
+							 &cdp_email_provider_rules, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("cdp.default_phone_region",
+							   "Region (ISO 3166 alpha-2) assumed for phone numbers without a country code.",
+							   NULL, &cdp_default_phone_region, "US", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("cdp.auto_create_identifier_types",
+							 "Create unknown identifier types on first use instead of rejecting them.",
+							 NULL, &cdp_auto_create_identifier_types, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cdp.trait_source_priority",
+							   "Comma-separated sources (channels), strongest first, for trait survivorship.",
+							   "A trait value from a stronger source wins over a newer one from a weaker source; among equals the newest wins.",
+							   &cdp_trait_source_priority, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.max_identities_per_profile",
+							"Merges that would give one profile more identifiers than this are refused.",
+							NULL, &cdp_max_identities_per_profile, 1000, 2, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.max_message_bytes",
+							"Largest message (properties included) that ingest accepts.",
+							NULL, &cdp_max_message_bytes, 4 * 1024 * 1024, 1024,
+							256 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("cdp");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = cdp_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = cdp_shmem_startup;
+
+	if (cdp_database == NULL || cdp_database[0] == '\0')
+		return;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_cdp");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cdp_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_cdp worker for %s", cdp_database);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_cdp worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+cdp_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(CdpSharedState)));
+}
+
+static void
+cdp_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	cdp_shared = ShmemInitStruct("pg_cdp", sizeof(CdpSharedState), &found);
+	if (!found)
+	{
+		memset(cdp_shared, 0, sizeof(CdpSharedState));
+		SpinLockInit(&cdp_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static bool
+check_fake_now(char **newval, void **extra, GucSource source)
+{
+	/* Validate eagerly so a typo fails at SET, not at the next ingest. */
+	if (*newval && (*newval)[0] != '\0')
+	{
+		TimestampTz ts;
+		fsec_t		fsec;
+		struct pg_tm tm;
+		int			tz;
+		int			dtype;
+		int			nf;
+		char	   *field[MAXDATEFIELDS];
+		int			ftype[MAXDATEFIELDS];
+		char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+
+		if (ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf) != 0 ||
+			DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
+			dtype != DTK_DATE || tm2timestamp(&tm, fsec, &tz, &ts) != 0)
+		{
+			GUC_check_errdetail("cdp.fake_now must be a timestamp with time zone, or empty.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * cdp_now returns the transaction start time, or cdp.fake_now when set.
+ */
+TimestampTz
+cdp_now(void)
+{
+	if (cdp_fake_now && cdp_fake_now[0] != '\0')
+		return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													   CStringGetDatum(cdp_fake_now),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	return GetCurrentTransactionStartTimestamp();
+}
+
+PG_FUNCTION_INFO_V1(cdp_now_sql);
+Datum
+cdp_now_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(cdp_now());
+}
+
+void
+cdp_set_error(CdpError *err, int sqlerrcode, const char *message,
+			  const char *detail, const char *hint)
+{
+	err->sqlerrcode = sqlerrcode;
+	err->message = pstrdup(message);
+	err->detail = detail ? pstrdup(detail) : NULL;
+	err->hint = hint ? pstrdup(hint) : NULL;
+}
+
+void
+cdp_raise(const CdpError *err)
+{
+	ereport(ERROR,
+			(errcode(err->sqlerrcode),
+			 errmsg_internal("%s", err->message),
+			 err->detail ? errdetail_internal("%s", err->detail) : 0,
+			 err->hint ? errhint("%s", err->hint) : 0));
+	pg_unreachable();
+}
+
+/*
+ * Writers call this; the worker's latch is set only once the writing
+ * transaction commits, so the worker never wakes to rows it cannot see yet.
+ */
+void
+cdp_wake_worker_at_commit(void)
+{
+	if (!wake_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_registered = true;
+	}
+	wake_pending = true;
+}
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	Latch	   *latch = NULL;
+
+	if (!wake_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (cdp_shared)
+		{
+			SpinLockAcquire(&cdp_shared->mutex);
+			latch = cdp_shared->worker_latch;
+			SpinLockRelease(&cdp_shared->mutex);
+		}
+		if (latch)
+			SetLatch(latch);
+		wake_pending = false;
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_pending = false;
+}
+
+/*
+ * Statement trigger on cdp.inbox: new rows are waiting.
+ */
+PG_FUNCTION_INFO_V1(cdp_inbox_wake);
+Datum
+cdp_inbox_wake(PG_FUNCTION_ARGS)
+{
+	cdp_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,210 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_cdp.h
+ *	  Types and entry points shared by the files of pg_cdp.
+ *
+ * The ingest path is one pipeline used by every entry point (cdp.track,
+ * cdp.identify, cdp.ingest, cdp.ingest_batch and the inbox drain): messages
+ * are parsed into CdpMessage structs, the identity engine (identity.c)
+ * resolves a whole batch of them to profiles at once, merge.c moves the rows
+ * of retired profiles, and ingest.c writes the events.  A single call is a
+ * batch of one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_CDP_H
+#define PG_CDP_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/jsonb.h"
+
+/* ---- settings (pg_cdp.c) ---- */
+extern char *cdp_database;
+extern int	cdp_naptime;
+extern int	cdp_batch_size;
+extern char *cdp_fake_now;
+extern bool cdp_email_provider_rules;
+extern char *cdp_default_phone_region;
+extern bool cdp_auto_create_identifier_types;
+extern char *cdp_trait_source_priority;
+extern int	cdp_max_identities_per_profile;
+extern int	cdp_max_message_bytes;
+
+extern TimestampTz cdp_now(void);
+
+/* ---- shared state of the worker (pg_cdp.c, worker.c) ---- */
+typedef struct CdpSharedState
+{
+	slock_t		mutex;
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	TimestampTz worker_started;
+	TimestampTz heartbeat;
+	uint64		rounds;
+	uint64		drained;		/* inbox rows turned into events */
+	uint64		rejected;		/* inbox rows turned into rejects */
+	uint64		errors;			/* rounds that failed and were rolled back */
+	char		last_error[256];
+} CdpSharedState;
+
+extern CdpSharedState *cdp_shared;
+extern void cdp_wake_worker_at_commit(void);
+
+/* ---- errors that can either be raised or recorded as a reject ---- */
+typedef struct CdpError
+{
+	int			sqlerrcode;		/* 0 = no error */
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} CdpError;
+
+extern void cdp_set_error(CdpError *err, int sqlerrcode, const char *message,
+						  const char *detail, const char *hint);
+extern void cdp_raise(const CdpError *err) pg_attribute_noreturn();
+
+/* ---- identifier types and normalization (identity.c, normalize.c) ---- */
+typedef enum CdpNormalizer
+{
+	CDP_NORM_TRIM,
+	CDP_NORM_LOWER,
+	CDP_NORM_EMAIL,
+	CDP_NORM_PHONE
+} CdpNormalizer;
+
+typedef struct CdpIdentType
+{
+	char	   *name;
+	int			max_per_profile;
+	int			priority;		/* lower is stronger */
+	CdpNormalizer normalizer;
+	int			nblocked;
+	text	  **blocked;		/* anchored regular expressions */
+} CdpIdentType;
+
+extern CdpIdentType *cdp_ident_type(const char *name);
+extern int	cdp_ident_type_index(const char *name);
+extern CdpIdentType *cdp_ident_type_at(int index);
+extern int	cdp_ident_type_count(void);
+extern int	cdp_ident_type_create(const char *name);
+extern bool cdp_ident_blocked(CdpIdentType *type, const char *value);
+
+extern char *cdp_normalize_email_str(const char *raw, const char **why);
+extern char *cdp_normalize_phone_str(const char *raw, const char *region,
+									 const char **why);
+extern char *cdp_normalize_value(CdpIdentType *type, const char *raw,
+								 const char **why);
+
+/* ---- messages, as the identity engine and the event writer see them ---- */
+typedef struct CdpIdent
+{
+	int			type;			/* index into the identifier type cache */
+	char	   *value;			/* normalized */
+	bool		alias_previous; /* alias previousId: user_id, else anonymous_id */
+	int			node;			/* engine: resolved component node, -1 if none */
+} CdpIdent;
+
+typedef struct CdpIssue
+{
+	char	   *type;
+	char	   *value;
+	char	   *reason;
+} CdpIssue;
+
+typedef struct CdpMessage
+{
+	/* input */
+	char	   *message_id;		/* NULL: generated, no dedupe */
+	char	   *msgtype;		/* track, identify, page, screen, alias, group */
+	char	   *event;
+	char	   *channel;
+	Jsonb	   *properties;
+	Jsonb	   *traits;			/* identify/group traits, or NULL */
+	Jsonb	   *context;		/* message context, or NULL */
+	TimestampTz occurred_at;
+	TimestampTz received_at;
+	int			nidents;
+	CdpIdent   *idents;
+	int			nissues;		/* identifiers dropped, with the reason */
+	CdpIssue   *issues;
+	char	   *raw;			/* inbox text, kept for rejects */
+	int64		inbox_id;
+	TimestampTz inbox_received_at;
+	char	   *source;
+	int			base_nissues;	/* issues found while parsing */
+	bool		id_generated;
+
+	/* output */
+	CdpError	err;			/* rejected when err.sqlerrcode != 0 */
+	bool		duplicate;		/* message id seen before */
+	int			node;			/* engine: component node */
+	int64		profile_id;
+} CdpMessage;
+
+extern void cdp_message_add_identifier(CdpMessage *msg, const char *type,
+									   const char *raw, bool strict);
+extern void cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
+						  const char *reason);
+
+/* identity.c: resolve a batch; fills profile_id or duplicate for each message */
+extern void cdp_resolve_messages(CdpMessage *msgs, int nmsgs);
+extern int64 cdp_lookup_profile(const char *type, const char *value);
+
+/* identity.c: parse an identifiers object of cdp.track & co. */
+extern void cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg,
+								  bool strict);
+
+/* merge.c */
+typedef struct CdpMergeStep
+{
+	int64		winner;
+	int64		loser;
+	int			msg;			/* index of the causing message */
+	int64	   *members;		/* stored profiles the loser was made of */
+	int			nmembers;
+	char	  **extra_types;	/* identifiers the batch gave the loser before */
+	char	  **extra_values;
+	int			nextra;
+} CdpMergeStep;
+
+extern void cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps);
+
+/* profile.c */
+extern Jsonb *cdp_traits_merge(Jsonb *t1, Jsonb *m1, Jsonb *t2, Jsonb *m2,
+							   Jsonb **meta_out);
+extern Jsonb *cdp_traits_meta_for(Jsonb *traits, TimestampTz at,
+								  const char *source);
+extern void cdp_mark_profiles_changed(int64 *ids, int n, const char *reason);
+
+/* ingest.c */
+extern bool cdp_parse_segment_message(Jsonb *msg, CdpMessage *out,
+									  TimestampTz received_at);
+extern void cdp_write_messages(CdpMessage *msgs, int nmsgs);
+extern void cdp_require_identifier(CdpMessage *m);
+extern int	cdp_drain_inbox(int limit, int *rejected);
+
+/* spi helpers (util.c) */
+extern Datum cdp_text_array(char **values, int n);
+extern Datum cdp_int8_array(int64 *values, int n);
+extern Datum cdp_int4_array(int32 *values, int n);
+extern Datum cdp_timestamptz_array(TimestampTz *values, int n);
+extern Datum cdp_jsonb_array(Jsonb **values, int n);
+extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
+extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
+extern char *cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string);
+extern JsonbValue *cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out);
+extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);
+extern Jsonb *cdp_jsonb_pair(const char *key, const char *value);
+extern uint64 cdp_hash_key(const char *a, const char *b);
+extern void cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind);
+
+#define CDP_LOCK_IDENTIFIER 1
+#define CDP_LOCK_PROFILE	2
+
+#endif							/* PG_CDP_H */

@@ -1,0 +1,338 @@
+/*-------------------------------------------------------------------------
+ *
+ * profile.c
+ *	  Profile traits and their survivorship, and the "profile changed" mark.
+ *
+ * A profile keeps its traits in two jsonb objects: traits (what users read)
+ * and trait_meta, which says for every trait when it was set and by which
+ * source: {"email": {"at": "2026-11-23T10:00:00.000000Z", "src": "web"}}.
+ * When two values of a trait meet (an identify, or a merge), the value from
+ * the stronger source wins (cdp.trait_source_priority, strongest first;
+ * unlisted sources are the weakest), and among equals the newest.  "at" is
+ * written in UTC with a fixed width so it compares as text.
+ *
+ * cdp.profile_changes holds one row per profile changed since the segment
+ * engine last looked: every event, merge and erasure writes it in the same
+ * transaction, so nothing downstream misses a change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+/* Rank of a source in cdp.trait_source_priority: 0 is strongest. */
+static int
+source_rank(const char *src, int srclen)
+{
+	const char *list = cdp_trait_source_priority;
+	int			rank = 0;
+
+	if (list == NULL || list[0] == '\0')
+		return 0;
+	while (*list)
+	{
+		const char *end;
+		const char *s;
+		const char *e;
+
+		while (*list == ' ' || *list == ',')
+			list++;
+		if (*list == '\0')
+			break;
+		end = list;
+		while (*end && *end != ',')
+			end++;
+		s = list;
+		e = end;
+		while (e > s && e[-1] == ' ')
+			e--;
+		if (src && (e - s) == srclen && strncmp(s, src, srclen) == 0)
+			return rank;
+		rank++;
+		list = end;
+	}
+	return rank;				/* unlisted: weakest */
+}
+
+static void
+meta_fields(JsonbValue *meta, const char **at, int *atlen, const char **src, int *srclen)
+{
+	*at = NULL;
+	*atlen = 0;
+	*src = NULL;
+	*srclen = 0;
+	if (meta == NULL || meta->type != jbvBinary)
+		return;
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+
+		k.type = jbvString;
+		k.val.string.val = "at";
+		k.val.string.len = 2;
+		v = findJsonbValueFromContainer(meta->val.binary.data, JB_FOBJECT, &k);
+		if (v && v->type == jbvString)
+		{
+			*at = v->val.string.val;
+			*atlen = v->val.string.len;
+		}
+		k.val.string.val = "src";
+		k.val.string.len = 3;
+		v = findJsonbValueFromContainer(meta->val.binary.data, JB_FOBJECT, &k);
+		if (v && v->type == jbvString)
+		{
+			*src = v->val.string.val;
+			*srclen = v->val.string.len;
+		}
+	}
+}
+
+/* Does the value described by meta b beat the one described by meta a? */
+static bool
+meta_beats(JsonbValue *a, JsonbValue *b)
+{
+	const char *at_a,
+			   *src_a,
+			   *at_b,
+			   *src_b;
+	int			la,
+				lsa,
+				lb,
+				lsb;
+	int			ra,
+				rb;
+	int			c;
+
+	if (b == NULL)
+		return false;
+	if (a == NULL)
+		return true;
+	meta_fields(a, &at_a, &la, &src_a, &lsa);
+	meta_fields(b, &at_b, &lb, &src_b, &lsb);
+	ra = source_rank(src_a, lsa);
+	rb = source_rank(src_b, lsb);
+	if (ra != rb)
+		return rb < ra;
+	if (at_a == NULL)
+		return true;
+	if (at_b == NULL)
+		return false;
+	c = memcmp(at_a, at_b, Min(la, lb));
+	if (c == 0)
+		c = la - lb;
+	return c <= 0;				/* ties go to the newcomer */
+}
+
+static JsonbValue *
+find_key(Jsonb *obj, const char *key, int keylen)
+{
+	JsonbValue	k;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = keylen;
+	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k);
+}
+
+/*
+ * Merge (t2, m2) into (t1, m1).  Returns the traits when want_meta is
+ * false, the meta object otherwise.
+ */
+static Jsonb *
+merge_traits(Jsonb *t1, Jsonb *m1, Jsonb *t2, Jsonb *m2, bool want_meta)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	Jsonb	   *base = want_meta ? m1 : t1;
+	Jsonb	   *over = want_meta ? m2 : t2;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+
+	/* keys of the first side, replaced where the second side wins */
+	if (base && JB_ROOT_IS_OBJECT(base))
+	{
+		it = JsonbIteratorInit(&base->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				JsonbValue	key = v;
+				JsonbValue	val;
+				JsonbValue *other;
+
+				tok = JsonbIteratorNext(&it, &val, true);
+				other = find_key(over, key.val.string.val, key.val.string.len);
+				if (other &&
+					meta_beats(find_key(m1, key.val.string.val, key.val.string.len),
+							   find_key(m2, key.val.string.val, key.val.string.len)))
+					val = *other;
+				pushJsonbValue(&state, WJB_KEY, &key);
+				pushJsonbValue(&state, WJB_VALUE, &val);
+			}
+		}
+	}
+	/* keys only the second side has */
+	if (over && JB_ROOT_IS_OBJECT(over))
+	{
+		it = JsonbIteratorInit(&over->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				JsonbValue	key = v;
+				JsonbValue	val;
+
+				tok = JsonbIteratorNext(&it, &val, true);
+				if (find_key(base, key.val.string.val, key.val.string.len))
+					continue;
+				pushJsonbValue(&state, WJB_KEY, &key);
+				pushJsonbValue(&state, WJB_VALUE, &val);
+			}
+		}
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * cdp_traits_meta_for builds the meta object for traits all set at "at" by
+ * source.
+ */
+Jsonb *
+cdp_traits_meta_for(Jsonb *traits, TimestampTz at, const char *source)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char		atbuf[64];
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(at, NULL, &tm, &fsec, NULL, NULL) != 0)
+		strlcpy(atbuf, "0000-01-01T00:00:00.000000Z", sizeof(atbuf));
+	else
+		snprintf(atbuf, sizeof(atbuf), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+				 Max(0, Min(tm.tm_year, 9999)), tm.tm_mon, tm.tm_mday,
+				 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	if (traits && JB_ROOT_IS_OBJECT(traits))
+	{
+		it = JsonbIteratorInit(&traits->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				JsonbValue	key = v;
+				JsonbValue	k2,
+							s2;
+
+				pushJsonbValue(&state, WJB_KEY, &key);
+				pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+				k2.type = jbvString;
+				k2.val.string.val = "at";
+				k2.val.string.len = 2;
+				s2.type = jbvString;
+				s2.val.string.val = atbuf;
+				s2.val.string.len = strlen(atbuf);
+				pushJsonbValue(&state, WJB_KEY, &k2);
+				pushJsonbValue(&state, WJB_VALUE, &s2);
+				k2.val.string.val = "src";
+				k2.val.string.len = 3;
+				if (source)
+				{
+					s2.type = jbvString;
+					s2.val.string.val = (char *) source;
+					s2.val.string.len = strlen(source);
+				}
+				else
+					s2.type = jbvNull;
+				pushJsonbValue(&state, WJB_KEY, &k2);
+				pushJsonbValue(&state, WJB_VALUE, &s2);
+				pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+			}
+		}
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+Jsonb *
+cdp_traits_merge(Jsonb *t1, Jsonb *m1, Jsonb *t2, Jsonb *m2, Jsonb **meta_out)
+{
+	if (meta_out)
+		*meta_out = merge_traits(t1, m1, t2, m2, true);
+	return merge_traits(t1, m1, t2, m2, false);
+}
+
+/*
+ * cdp.merge_traits(traits, meta, new_traits, new_meta) → jsonb
+ * cdp.merge_trait_meta(meta, new_meta) → jsonb
+ *
+ * Used by the set-based UPDATEs that fold a batch into stored profiles, so
+ * the row lock of the UPDATE decides the order of concurrent writers.
+ */
+PG_FUNCTION_INFO_V1(cdp_merge_traits_sql);
+Datum
+cdp_merge_traits_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *t1 = PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0);
+	Jsonb	   *m1 = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *t2 = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *m2 = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+
+	PG_RETURN_JSONB_P(merge_traits(t1, m1, t2, m2, false));
+}
+
+PG_FUNCTION_INFO_V1(cdp_merge_trait_meta_sql);
+Datum
+cdp_merge_trait_meta_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *m1 = PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0);
+	Jsonb	   *m2 = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+
+	PG_RETURN_JSONB_P(merge_traits(NULL, m1, NULL, m2, true));
+}
+
+/*
+ * cdp_mark_profiles_changed records that profiles changed, for the segment
+ * engine.  Repeated marks of one profile cost nothing more.
+ */
+void
+cdp_mark_profiles_changed(int64 *ids, int n, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+
+	if (n == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID};
+
+		plan = cdp_prepare("INSERT INTO cdp.profile_changes (profile_id, changed_at, reason) "
+						   "SELECT DISTINCT id, $2, $3 FROM unnest($1::int8[]) AS id "
+						   "ORDER BY id ON CONFLICT (profile_id) DO NOTHING",
+						   3, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, n);
+	args[1] = TimestampTzGetDatum(cdp_now());
+	args[2] = CStringGetTextDatum(reason);
+	cdp_spi_exec(plan, args, SPI_OK_INSERT);
+}

@@ -1,0 +1,299 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Small helpers shared by the ingest pipeline: SPI plans and array
+ *	  parameters, jsonb field access, and the ordered advisory locks that
+ *	  make concurrent ingest deadlock-free.
+ *
+ * Locking order (DESIGN.md): identifiers first, sorted, then profiles in
+ * ascending id.  Both are transaction-scoped advisory locks in a lock space
+ * of our own (field4 of the lock tag), so they never collide with the
+ * user's pg_advisory_lock() keys.  Profiles are locked in share mode by a
+ * writer that only adds events and in exclusive mode by one that changes
+ * the profile's identities or merges it, which is what FOR KEY SHARE and
+ * FOR UPDATE on the profile row would give, without touching the heap.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "utils/timestamp.h"
+
+#include "pg_cdp.h"
+
+static Datum
+build_array(Datum *elems, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, elemtype, typlen,
+										   typbyval, typalign));
+}
+
+/* Text array; NULL entries become SQL NULLs. */
+Datum
+cdp_text_array(char **values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(values[i]);
+	}
+	dims[0] = n;
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+Datum
+cdp_int8_array(int64 *values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(values[i]);
+	return build_array(elems, n, INT8OID);
+}
+
+Datum
+cdp_int4_array(int32 *values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(values[i]);
+	return build_array(elems, n, INT4OID);
+}
+
+Datum
+cdp_timestamptz_array(TimestampTz *values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = TimestampTzGetDatum(values[i]);
+	return build_array(elems, n, TIMESTAMPTZOID);
+}
+
+/* Jsonb array; NULL entries become SQL NULLs. */
+Datum
+cdp_jsonb_array(Jsonb **values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(JSONBOID));
+	for (int i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		elems[i] = nulls[i] ? (Datum) 0 : JsonbPGetDatum(values[i]);
+	}
+	dims[0] = n;
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  JSONBOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * cdp_prepare prepares and keeps a plan.  Callers cache the result in a
+ * static variable: the plan cache replans on its own after DDL.
+ */
+SPIPlanPtr
+cdp_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "pg_cdp: could not prepare internal statement: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "pg_cdp: could not keep internal plan");
+	return plan;
+}
+
+/* Run a kept plan; expected is the SPI_OK_* code it must return. */
+void
+cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "pg_cdp: internal statement failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/* Look a key up in a jsonb object; NULL when absent or not an object. */
+JsonbValue *
+cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k);
+	if (v == NULL)
+		return NULL;
+	*out = *v;
+	return out;
+}
+
+/*
+ * The text of a scalar field: strings as they are, numbers and booleans in
+ * their JSON spelling; NULL when absent, JSON null, or a container.
+ */
+char *
+cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string)
+{
+	JsonbValue	v;
+
+	if (is_string)
+		*is_string = false;
+	if (cdp_jsonb_get(obj, key, &v) == NULL)
+		return NULL;
+	switch (v.type)
+	{
+		case jbvString:
+			if (is_string)
+				*is_string = true;
+			return pnstrdup(v.val.string.val, v.val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v.val.numeric)));
+		case jbvBool:
+			return pstrdup(v.val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+/* A nested object as its own Jsonb, or NULL when absent or not an object. */
+Jsonb *
+cdp_jsonb_get_object(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (cdp_jsonb_get(obj, key, &v) == NULL || v.type != jbvBinary)
+		return NULL;
+	if (!JsonContainerIsObject(v.val.binary.data))
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+/* A 64-bit key for (a, b), used to name advisory locks. */
+uint64
+cdp_hash_key(const char *a, const char *b)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) a, strlen(a), 0x5cd);
+
+	return hash_bytes_extended((const unsigned char *) b, strlen(b), h);
+}
+
+static int
+cmp_uint64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+typedef struct KeyMode
+{
+	uint64		key;
+	bool		exclusive;
+} KeyMode;
+
+static int
+cmp_keymode(const void *a, const void *b)
+{
+	return cmp_uint64(&((const KeyMode *) a)->key, &((const KeyMode *) b)->key);
+}
+
+/*
+ * cdp_lock_keys takes transaction-scoped advisory locks on keys, in
+ * ascending order, each once.  exclusive may be NULL (all share mode is
+ * wrong for identifiers, so identifiers always pass NULL and get
+ * exclusive locks).
+ */
+void
+cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind)
+{
+	KeyMode    *km;
+	int			i;
+
+	if (n == 0)
+		return;
+	km = palloc(sizeof(KeyMode) * n);
+	for (i = 0; i < n; i++)
+	{
+		km[i].key = keys[i];
+		km[i].exclusive = exclusive ? exclusive[i] : true;
+	}
+	qsort(km, n, sizeof(KeyMode), cmp_keymode);
+
+	for (i = 0; i < n; i++)
+	{
+		LOCKTAG		tag;
+		bool		excl = km[i].exclusive;
+
+		/* Merge duplicates: the strongest mode wins. */
+		while (i + 1 < n && km[i + 1].key == km[i].key)
+		{
+			i++;
+			excl = excl || km[i].exclusive;
+		}
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+							 (uint32) (km[i].key >> 32),
+							 (uint32) km[i].key,
+							 0xCD00 + kind);
+		(void) LockAcquire(&tag, excl ? ExclusiveLock : ShareLock, false, false);
+		if ((i & 255) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	pfree(km);
+}
+
+/* {"key": "value"} as a Jsonb. */
+Jsonb *
+cdp_jsonb_pair(const char *key, const char *value)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	k,
+				v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_KEY, &k);
+	pushJsonbValue(&state, WJB_VALUE, &v);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}

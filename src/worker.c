@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The per-database background worker, cdp.tick() and the worker status.
+ *
+ * A round of work is a list of independent tasks (tasks[] below); later
+ * concepts (dirty segments, due journey steps, expired outbox leases) add
+ * theirs there.  The worker runs each task in its own transaction, catches
+ * its errors so that one bad round cannot kill the loop, and sleeps on its
+ * latch for cdp.naptime when no task found work.  Writers set the latch at
+ * commit (pg_cdp.c), so new inbox rows do not wait for the nap to end.
+ * cdp.tick() runs one round in the caller's transaction, which is how
+ * pg_cron, a server without the worker, and time-driven tests drive it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "pg_cdp.h"
+
+PGDLLEXPORT void cdp_worker_main(Datum main_arg);
+
+/*
+ * A task does one bounded unit of work and returns how much it did; a
+ * task that returns a full unit (more > 0) asks for another round at once.
+ */
+typedef struct CdpTask
+{
+	const char *name;
+	int64		(*run) (bool *more);
+} CdpTask;
+
+static int64 task_inbox(bool *more);
+static int64 task_partitions(bool *more);
+
+static const CdpTask tasks[] = {
+	{"inbox", task_inbox},
+	{"partitions", task_partitions},
+};
+
+static int64
+task_inbox(bool *more)
+{
+	int			rejected = 0;
+	int			n = cdp_drain_inbox(cdp_batch_size, &rejected);
+
+	*more = (n >= cdp_batch_size);
+	if (cdp_shared && IsBackgroundWorker)
+	{
+		SpinLockAcquire(&cdp_shared->mutex);
+		cdp_shared->drained += n - rejected;
+		cdp_shared->rejected += rejected;
+		SpinLockRelease(&cdp_shared->mutex);
+	}
+	return n;
+}
+
+/* Month partitions of cdp.events: a few ahead, checked once a minute. */
+static int64
+task_partitions(bool *more)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int			rc;
+	bool		isnull;
+
+	*more = false;
+	if (IsBackgroundWorker && last != 0 && !TimestampDifferenceExceeds(last, now, 60 * 1000))
+		return 0;
+	last = now;
+	rc = SPI_execute("SELECT cdp.create_event_partitions(date_trunc('month', cdp.now())::date - 31, 4)",
+					 false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: partition maintenance failed");
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &isnull));
+}
+
+/*
+ * cdp.tick() → jsonb: one round of every task in the caller's transaction.
+ */
+PG_FUNCTION_INFO_V1(cdp_tick);
+Datum
+cdp_tick(PG_FUNCTION_ARGS)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	SPI_connect();
+	for (int t = 0; t < lengthof(tasks); t++)
+	{
+		bool		more = false;
+		int64		done = tasks[t].run(&more);
+
+		appendStringInfo(&out, "%s\"%s\": " INT64_FORMAT, t ? ", " : "", tasks[t].name, done);
+	}
+	SPI_finish();
+	appendStringInfoChar(&out, '}');
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
+static void
+report_error(const char *task)
+{
+	ErrorData  *ed;
+
+	ed = CopyErrorData();
+	if (cdp_shared)
+	{
+		SpinLockAcquire(&cdp_shared->mutex);
+		cdp_shared->errors++;
+		snprintf(cdp_shared->last_error, sizeof(cdp_shared->last_error), "%s: %s",
+				 task, ed->message);
+		SpinLockRelease(&cdp_shared->mutex);
+	}
+	FreeErrorData(ed);
+}
+
+/* Run one task in its own transaction; false when it failed. */
+static bool
+run_task(const CdpTask *task, bool *more, bool *extension_missing)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	*more = false;
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!OidIsValid(get_extension_oid("pg_cdp", true)))
+			*extension_missing = true;
+		else
+		{
+			pgstat_report_activity(STATE_RUNNING, task->name);
+			SPI_connect();
+			task->run(more);
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		report_error(task->name);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/* The latch dies with the process: writers must stop setting it. */
+static void
+worker_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&cdp_shared->mutex);
+	cdp_shared->worker_pid = 0;
+	cdp_shared->worker_latch = NULL;
+	SpinLockRelease(&cdp_shared->mutex);
+}
+
+void
+cdp_worker_main(Datum main_arg)
+{
+	MemoryContext round_cxt;
+	int			failures = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+
+	SpinLockAcquire(&cdp_shared->mutex);
+	cdp_shared->worker_pid = MyProcPid;
+	cdp_shared->worker_latch = &MyProc->procLatch;
+	cdp_shared->worker_started = GetCurrentTimestamp();
+	SpinLockRelease(&cdp_shared->mutex);
+	on_shmem_exit(worker_detach, (Datum) 0);
+
+	ereport(LOG, (errmsg("pg_cdp worker started in database \"%s\"", cdp_database)));
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp worker round",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		bool		busy = false;
+		bool		missing = false;
+		long		nap = cdp_naptime;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(round_cxt);
+		MemoryContextSwitchTo(round_cxt);
+		for (int t = 0; t < lengthof(tasks) && !missing; t++)
+		{
+			bool		more = false;
+
+			if (run_task(&tasks[t], &more, &missing))
+				failures = 0;
+			else
+				failures++;
+			busy = busy || more;
+			MemoryContextSwitchTo(round_cxt);
+		}
+
+		SpinLockAcquire(&cdp_shared->mutex);
+		cdp_shared->heartbeat = GetCurrentTimestamp();
+		cdp_shared->rounds++;
+		SpinLockRelease(&cdp_shared->mutex);
+
+		/* Back off after repeated failures rather than spin on them. */
+		if (failures > 0)
+			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
+		if (busy && failures == 0)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 nap, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * cdp.worker_status() → one row: pid, started, heartbeat, rounds, drained,
+ * rejected, errors, last_error.
+ */
+PG_FUNCTION_INFO_V1(cdp_worker_status);
+Datum
+cdp_worker_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8] = {0};
+	CdpSharedState s;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_cdp: return type must be a row type");
+	SpinLockAcquire(&cdp_shared->mutex);
+	memcpy(&s, cdp_shared, sizeof(s));
+	SpinLockRelease(&cdp_shared->mutex);
+
+	values[0] = Int32GetDatum(s.worker_pid);
+	nulls[0] = (s.worker_pid == 0);
+	values[1] = TimestampTzGetDatum(s.worker_started);
+	nulls[1] = (s.worker_started == 0);
+	values[2] = TimestampTzGetDatum(s.heartbeat);
+	nulls[2] = (s.heartbeat == 0);
+	values[3] = Int64GetDatum((int64) s.rounds);
+	values[4] = Int64GetDatum((int64) s.drained);
+	values[5] = Int64GetDatum((int64) s.rejected);
+	values[6] = Int64GetDatum((int64) s.errors);
+	values[7] = CStringGetTextDatum(s.last_error);
+	nulls[7] = (s.last_error[0] == '\0');
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

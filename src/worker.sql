@@ -1,0 +1,50 @@
+-- worker.sql: one round by hand, and what the worker and the queues look like.
+
+CREATE FUNCTION cdp.tick() RETURNS jsonb
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_tick';
+COMMENT ON FUNCTION cdp.tick() IS
+    'Runs one round of every worker task (inbox drain, partition upkeep) in this transaction; returns what each did';
+
+CREATE FUNCTION cdp.worker_status(
+    OUT pid integer, OUT started_at timestamptz, OUT heartbeat timestamptz,
+    OUT rounds bigint, OUT drained bigint, OUT rejected bigint, OUT errors bigint,
+    OUT last_error text)
+    RETURNS record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cdp_worker_status';
+
+CREATE VIEW cdp.stats AS
+    SELECT 'worker'::text AS section, 'pid'::text AS metric,
+           w.pid::numeric AS value, w.started_at AS at
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'heartbeat_age_seconds',
+           round(extract(epoch FROM clock_timestamp() - w.heartbeat)::numeric, 3), w.heartbeat
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'rounds', w.rounds, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'drained', w.drained, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'rejected', w.rejected, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'errors', w.errors, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'inbox', 'backlog', count(*), min(received_at) FROM cdp.inbox
+    UNION ALL
+    SELECT 'inbox', 'oldest_age_seconds',
+           round(extract(epoch FROM clock_timestamp() - min(received_at))::numeric, 3),
+           min(received_at)
+    FROM cdp.inbox
+    UNION ALL
+    SELECT 'inbox', 'rejects', count(*), max(rejected_at) FROM cdp.inbox_rejects
+    UNION ALL
+    SELECT 'identity', 'issues', count(*), max(recorded_at) FROM cdp.identifier_issues
+    UNION ALL
+    SELECT 'identity', 'merges', count(*), max(merged_at) FROM cdp.merges
+    UNION ALL
+    SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes;
+COMMENT ON VIEW cdp.stats IS
+    'Operational figures: worker heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
