@@ -43,7 +43,7 @@ build_and_install() {
 copy_tree_for_postgres() {
     local dest=$1
     mkdir -p "$dest"
-    tar --exclude=./.git --exclude='./tmp_*' --exclude=./results --exclude=./.demo \
+    tar --exclude=./.git --exclude='./tmp_*' --exclude=./results --exclude=./test/output_iso --exclude=./.demo --exclude=./regression.diffs --exclude=./regression.out \
         --exclude=./node_modules -cf - . | tar -C "$dest" -xf -
     if [ -n "$SUDO" ] || [ "$(id -u)" -eq 0 ]; then
         $SUDO chown -R postgres:postgres "$dest"

@@ -48,6 +48,9 @@ SELECT type, value, reason FROM cdp.identifier_issues WHERE reason = 'blocked va
 -- only blocked identifiers: nothing to attribute the event to
 SELECT cdp.track('{"email": "test@test.com"}', 'Nobody');
 
+-- a blocked value must be a valid regular expression
+UPDATE cdp.identifier_types SET blocked_values = blocked_values || '{"(unclosed"}' WHERE type = 'email';
+
 -- a new type, with its own limit and priority
 INSERT INTO cdp.identifier_types (type, max_per_profile, priority) VALUES ('crm_id', 1, 5);
 SELECT cdp.track('{"crm_id": "CRM-1", "email": "alice@shop.test"}', 'Synced') AS alice_again;

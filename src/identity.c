@@ -33,6 +33,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -41,11 +42,19 @@
 
 #include "pg_cdp.h"
 
-#define KEYLEN 1200				/* "type\x1fvalue": values are capped at 1024 bytes */
+/*
+ * Hash keys are pairs of strings that live as long as the batch (message
+ * fields and type names), so entries stay small whatever the value length.
+ */
+typedef struct PairKey
+{
+	const char *a;
+	const char *b;
+} PairKey;
 
 typedef struct IdentEntry
 {
-	char		key[KEYLEN];
+	PairKey		key;			/* (type, value) */
 	int64		profile_id;		/* stored owner, 0 when unknown */
 	int			node;			/* component node, -1 when none */
 	bool		queried;
@@ -91,7 +100,6 @@ typedef struct Engine
 	int			nsteps;
 } Engine;
 
-static void make_key(char *buf, const char *type, const char *value);
 static void lookup_identities(Engine *e, bool only_unqueried);
 static void lock_profiles(Engine *e);
 static int	new_node(Engine *e, int64 profile_id, bool stored);
@@ -100,21 +108,50 @@ static void plan_messages(Engine *e);
 static void load_counts(Engine *e);
 static void materialize(Engine *e, int *dup_of);
 
-static void
-make_key(char *buf, const char *type, const char *value)
+static uint32
+pair_hash(const void *key, Size keysize)
 {
-	snprintf(buf, KEYLEN, "%s\x1f%s", type, value);
+	const PairKey *k = key;
+
+	return (uint32) cdp_hash_key(k->a, k->b ? k->b : "");
+}
+
+static int
+pair_match(const void *key1, const void *key2, Size keysize)
+{
+	const PairKey *x = key1;
+	const PairKey *y = key2;
+
+	if (strcmp(x->a, y->a) != 0)
+		return 1;
+	if (x->b == NULL || y->b == NULL)
+		return x->b != y->b;
+	return strcmp(x->b, y->b);
+}
+
+static HTAB *
+pair_table(const char *name, long size, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(PairKey);
+	ctl.entrysize = entrysize;
+	ctl.hash = pair_hash;
+	ctl.match = pair_match;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, Max(size, 16), &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
 static IdentEntry *
 ident_entry(Engine *e, const char *type, const char *value, bool create)
 {
-	char		key[KEYLEN];
+	PairKey		key = {type, value};
 	bool		found;
 	IdentEntry *ent;
 
-	make_key(key, type, value);
-	ent = hash_search(e->idents, key, create ? HASH_ENTER : HASH_FIND, &found);
+	ent = hash_search(e->idents, &key, create ? HASH_ENTER : HASH_FIND, &found);
 	if (ent && !found)
 	{
 		ent->profile_id = 0;
@@ -161,7 +198,6 @@ ident_type_name(CdpIdent *id)
 static int *
 find_duplicates(Engine *e)
 {
-	HASHCTL		ctl;
 	HTAB	   *seen;
 	int		   *dup_of = palloc(sizeof(int) * Max(e->nmsgs, 1));
 	char	  **ids = palloc(sizeof(char *) * Max(e->nmsgs, 1));
@@ -170,29 +206,25 @@ find_duplicates(Engine *e)
 
 	typedef struct
 	{
-		char		key[KEYLEN];
+		PairKey		key;		/* (message id, NULL) */
 		int			first;
 	}			SeenEntry;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = KEYLEN;
-	ctl.entrysize = sizeof(SeenEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("pg_cdp message ids", Max(e->nmsgs, 16), &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	seen = pair_table("pg_cdp message ids", e->nmsgs, sizeof(SeenEntry));
 
 	for (int i = 0; i < e->nmsgs; i++)
 	{
 		CdpMessage *m = &e->msgs[i];
 		SeenEntry  *s;
 		bool		found;
-		char		key[KEYLEN];
+		PairKey		key;
 
 		dup_of[i] = -1;
 		if (m->err.sqlerrcode || m->message_id == NULL)
 			continue;
-		strlcpy(key, m->message_id, KEYLEN);
-		s = hash_search(seen, key, HASH_ENTER, &found);
+		key.a = m->message_id;
+		key.b = NULL;
+		s = hash_search(seen, &key, HASH_ENTER, &found);
 		if (found)
 		{
 			m->duplicate = true;
@@ -220,12 +252,13 @@ find_duplicates(Engine *e)
 		cdp_spi_exec(plan, values, SPI_OK_SELECT);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
-			char		key[KEYLEN];
+			PairKey		key;
 			bool		isnull;
 			SeenEntry  *s;
 
-			strlcpy(key, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1), KEYLEN);
-			s = hash_search(seen, key, HASH_FIND, NULL);
+			key.a = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+			key.b = NULL;
+			s = hash_search(seen, &key, HASH_FIND, NULL);
 			if (s)
 			{
 				CdpMessage *m = &e->msgs[s->first];
@@ -260,15 +293,12 @@ lookup_identities(Engine *e, bool only_unqueried)
 	hash_seq_init(&seq, e->idents);
 	while ((ent = hash_seq_search(&seq)) != NULL)
 	{
-		char	   *sep;
-
 		if (only_unqueried && ent->queried)
 			continue;
 		ent->queried = true;
 		ent->profile_id = 0;
-		sep = strchr(ent->key, '\x1f');
-		types[n] = pnstrdup(ent->key, sep - ent->key);
-		values[n] = sep + 1;
+		types[n] = (char *) ent->key.a;
+		values[n] = (char *) ent->key.b;
 		n++;
 	}
 	if (n == 0)
@@ -278,6 +308,7 @@ lookup_identities(Engine *e, bool only_unqueried)
 	{
 		Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 
+		/* generic plan on purpose: index probes, whatever the batch size */
 		plan = cdp_prepare("SELECT i.type, i.value, i.profile_id "
 						   "FROM unnest($1::text[], $2::text[]) AS u(type, value) "
 						   "JOIN cdp.identities i ON i.type = u.type AND i.value = u.value",
@@ -870,7 +901,10 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 	uint64	   *keys;
 	int			nkeys = 0;
 	int			total = 0;
+	instr_time	start,
+				elapsed;
 
+	INSTR_TIME_SET_CURRENT(start);
 	memset(&e, 0, sizeof(e));
 	e.msgs = msgs;
 	e.nmsgs = nmsgs;
@@ -883,12 +917,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 			total += msgs[i].nidents;
 	}
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = KEYLEN;
-	ctl.entrysize = sizeof(IdentEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	e.idents = hash_create("pg_cdp identifiers", Max(total * 2, 16), &ctl,
-						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	e.idents = pair_table("pg_cdp identifiers", total * 2, sizeof(IdentEntry));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(ProfEntry);
@@ -941,6 +970,17 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 
 	/* 5. Write. */
 	materialize(&e, dup_of);
+
+	/* The identity phase's cost, for cdp.stats and the benchmark. */
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+	if (cdp_shared)
+	{
+		SpinLockAcquire(&cdp_shared->mutex);
+		cdp_shared->resolved += nmsgs;
+		cdp_shared->resolve_usec += INSTR_TIME_GET_MICROSEC(elapsed);
+		SpinLockRelease(&cdp_shared->mutex);
+	}
 }
 
 /*

@@ -27,6 +27,29 @@ INSERT INTO cdp.identifier_types (type, max_per_profile, priority, normalizer, b
     ('anonymous_id', 100, 60, 'trim', DEFAULT, 'Segment anonymousId'),
     ('cookie', 100, 70, 'trim', DEFAULT, 'Web cookie id');
 
+-- A bad pattern would fail every ingest later: refuse it now, with its reason.
+CREATE FUNCTION cdp.identifier_types_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b text;
+BEGIN
+    FOREACH b IN ARRAY NEW.blocked_values LOOP
+        BEGIN
+            PERFORM '' ~ ('^(?:' || b || ')$');
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RAISE EXCEPTION 'invalid blocked value pattern % for identifier type %', quote_literal(b), NEW.type
+                USING ERRCODE = 'invalid_regular_expression',
+                      DETAIL = 'Blocked values are regular expressions, anchored at both ends.',
+                      HINT = 'Escape regular expression characters, for example test@test\.com.';
+        END;
+    END LOOP;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER identifier_types_check
+    BEFORE INSERT OR UPDATE OF blocked_values ON cdp.identifier_types
+    FOR EACH ROW EXECUTE FUNCTION cdp.identifier_types_check();
+
 CREATE FUNCTION cdp.identifier_types_changed() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_identifier_types_changed';
 CREATE TRIGGER identifier_types_changed

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "utils/lsyscache.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -29,17 +30,27 @@
 
 #include "pg_cdp.h"
 
-static MemoryContext types_cxt = NULL;
-static CdpIdentType *types = NULL;
+/*
+ * Each type keeps its slot (its index) for the life of the backend: a
+ * reload updates slots in place and appends new types, so the indexes that
+ * parsed messages hold stay valid even when an invalidation arrives in the
+ * middle of a batch.
+ */
+static MemoryContext types_cxt = NULL;	/* slots and names: never freed */
+static MemoryContext blocked_cxt = NULL;	/* patterns of the current load */
+static CdpIdentType **types = NULL;
+static bool *type_live = NULL;
 static int	ntypes = 0;
+static int	maxtypes = 0;
 static bool types_valid = false;
+static Oid	types_relid = InvalidOid;
 static bool callback_registered = false;
 
 static void
 types_inval_callback(Datum arg, Oid relid)
 {
-	/* Any relcache flush may concern us; reloading is cheap. */
-	types_valid = false;
+	if (relid == InvalidOid || relid == types_relid)
+		types_valid = false;
 }
 
 static CdpNormalizer
@@ -52,6 +63,29 @@ normalizer_from_name(const char *s)
 	if (strcmp(s, "lower") == 0)
 		return CDP_NORM_LOWER;
 	return CDP_NORM_TRIM;
+}
+
+static int
+slot_for(const char *name)
+{
+	for (int i = 0; i < ntypes; i++)
+		if (strcmp(types[i]->name, name) == 0)
+			return i;
+	if (ntypes >= maxtypes)
+	{
+		MemoryContext old = MemoryContextSwitchTo(types_cxt);
+
+		maxtypes = Max(16, maxtypes * 2);
+		types = types ? repalloc(types, sizeof(CdpIdentType *) * maxtypes) :
+			palloc(sizeof(CdpIdentType *) * maxtypes);
+		type_live = type_live ? repalloc(type_live, sizeof(bool) * maxtypes) :
+			palloc(sizeof(bool) * maxtypes);
+		MemoryContextSwitchTo(old);
+	}
+	types[ntypes] = MemoryContextAllocZero(types_cxt, sizeof(CdpIdentType));
+	types[ntypes]->name = MemoryContextStrdup(types_cxt, name);
+	type_live[ntypes] = false;
+	return ntypes++;
 }
 
 /* Load the registry.  The caller is connected to SPI. */
@@ -69,45 +103,54 @@ load_types(void)
 	if (types_cxt == NULL)
 		types_cxt = AllocSetContextCreate(CacheMemoryContext, "pg_cdp identifier types",
 										  ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(types_cxt);
-	types = NULL;
-	ntypes = 0;
+	if (blocked_cxt != NULL)
+		MemoryContextDelete(blocked_cxt);
+	blocked_cxt = AllocSetContextCreate(types_cxt, "pg_cdp blocked values",
+										ALLOCSET_SMALL_SIZES);
+	types_relid = get_relname_relid("identifier_types", get_namespace_oid("cdp", false));
 
 	/* Mark valid first: an invalidation during the query marks it stale again. */
 	types_valid = true;
+	/* One anchored alternation per type: one regex run per identifier. */
 	rc = SPI_execute("SELECT type, max_per_profile, priority, normalizer, "
-					 "       array(SELECT '^(?:' || b || ')$' FROM unnest(blocked_values) b) "
+					 "       CASE WHEN cardinality(blocked_values) > 0 THEN "
+					 "       ARRAY['^(?:' || array_to_string(ARRAY(SELECT '(?:' || b || ')' "
+					 "             FROM unnest(blocked_values) b WHERE b IS NOT NULL), '|') || ')$'] "
+					 "       END "
 					 "FROM cdp.identifier_types ORDER BY type", false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: could not read cdp.identifier_types");
 
-	old = MemoryContextSwitchTo(types_cxt);
-	ntypes = SPI_processed;
-	types = palloc0(sizeof(CdpIdentType) * Max(ntypes, 1));
 	for (int i = 0; i < ntypes; i++)
+		type_live[i] = false;
+	old = MemoryContextSwitchTo(blocked_cxt);
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
+		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Datum		arr;
 		Datum	   *elems;
 		bool	   *nulls;
 		int			nelems;
+		int			slot = slot_for(SPI_getvalue(tup, desc, 1));
+		CdpIdentType *t = types[slot];
 
-		types[i].name = SPI_getvalue(tup, desc, 1);
-		types[i].max_per_profile = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		types[i].priority = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		types[i].normalizer = normalizer_from_name(SPI_getvalue(tup, desc, 4));
+		type_live[slot] = true;
+		t->max_per_profile = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		t->priority = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		t->normalizer = normalizer_from_name(SPI_getvalue(tup, desc, 4));
+		t->nblocked = 0;
+		t->blocked = NULL;
 		arr = SPI_getbinval(tup, desc, 5, &isnull);
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false,
 							  TYPALIGN_INT, &elems, &nulls, &nelems);
-			types[i].blocked = palloc(sizeof(text *) * Max(nelems, 1));
+			t->blocked = palloc(sizeof(text *) * Max(nelems, 1));
 			for (int j = 0; j < nelems; j++)
 				if (!nulls[j])
-					types[i].blocked[types[i].nblocked++] = DatumGetTextPCopy(elems[j]);
+					t->blocked[t->nblocked++] = DatumGetTextPCopy(elems[j]);
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -125,7 +168,7 @@ cdp_ident_type_index(const char *name)
 {
 	ensure_types();
 	for (int i = 0; i < ntypes; i++)
-		if (strcmp(types[i].name, name) == 0)
+		if (type_live[i] && strcmp(types[i]->name, name) == 0)
 			return i;
 	return -1;
 }
@@ -135,14 +178,14 @@ cdp_ident_type(const char *name)
 {
 	int			i = cdp_ident_type_index(name);
 
-	return i < 0 ? NULL : &types[i];
+	return i < 0 ? NULL : types[i];
 }
 
 CdpIdentType *
 cdp_ident_type_at(int index)
 {
 	ensure_types();
-	return &types[index];
+	return types[index];
 }
 
 int
@@ -230,7 +273,7 @@ add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
 			return;
 		}
 	}
-	t = &types[ti];
+	t = types[ti];
 	value = cdp_normalize_value(t, raw, &why);
 	if (value == NULL)
 	{

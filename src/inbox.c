@@ -120,6 +120,119 @@ write_isolated(CdpMessage *msgs, int n)
 }
 
 /*
+ * One-pass JSON to jsonb: pg_parse_json() validates without throwing, and
+ * these semantic actions build the jsonb as it goes, so a malformed line
+ * costs a reject, not an error, and a good one is parsed once.
+ */
+typedef struct JsonbBuild
+{
+	JsonbParseState *parse;
+	JsonbValue *result;
+	const char *error;
+} JsonbBuild;
+
+static void
+jb_object_start(void *state)
+{
+	pushJsonbValue(&((JsonbBuild *) state)->parse, WJB_BEGIN_OBJECT, NULL);
+}
+
+static void
+jb_object_end(void *state)
+{
+	JsonbBuild *b = state;
+
+	b->result = pushJsonbValue(&b->parse, WJB_END_OBJECT, NULL);
+}
+
+static void
+jb_array_start(void *state)
+{
+	pushJsonbValue(&((JsonbBuild *) state)->parse, WJB_BEGIN_ARRAY, NULL);
+}
+
+static void
+jb_array_end(void *state)
+{
+	JsonbBuild *b = state;
+
+	b->result = pushJsonbValue(&b->parse, WJB_END_ARRAY, NULL);
+}
+
+static void
+jb_field_start(void *state, char *fname, bool isnull)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = fname;
+	v.val.string.len = strlen(fname);
+	pushJsonbValue(&((JsonbBuild *) state)->parse, WJB_KEY, &v);
+}
+
+/* numeric_in throws on absurd exponents; refuse them first. */
+static bool
+sane_number(const char *token)
+{
+	const char *e = strpbrk(token, "eE");
+
+	if (strlen(token) > 1000)
+		return false;
+	return e == NULL || abs(atoi(e + 1)) <= 1000;
+}
+
+static void
+jb_scalar(void *state, char *token, JsonTokenType type)
+{
+	JsonbBuild *b = state;
+	JsonbValue	v;
+
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.val = token;
+			v.val.string.len = strlen(token);
+			break;
+		case JSON_TOKEN_NUMBER:
+			if (!sane_number(token))
+			{
+				b->error = "a number is out of range";
+				token = "0";
+			}
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																CStringGetDatum(token),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			break;
+		default:
+			v.type = jbvNull;
+			break;
+	}
+	if (b->parse == NULL)
+	{
+		/* a bare scalar: jsonb keeps it as a one-element raw array */
+		JsonbValue	va;
+
+		va.type = jbvArray;
+		va.val.array.rawScalar = true;
+		va.val.array.nElems = 1;
+		pushJsonbValue(&b->parse, WJB_BEGIN_ARRAY, &va);
+		pushJsonbValue(&b->parse, WJB_ELEM, &v);
+		b->result = pushJsonbValue(&b->parse, WJB_END_ARRAY, NULL);
+	}
+	else
+		pushJsonbValue(&b->parse,
+					   b->parse->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+}
+
+/*
  * Parse the raw text of one inbox line without throwing.
  */
 static void
@@ -127,8 +240,9 @@ parse_raw(CdpMessage *m, const char *raw)
 {
 	JsonLexContext *lex;
 	JsonParseErrorType rc;
+	JsonSemAction sem;
+	JsonbBuild	build;
 	size_t		len;
-	Jsonb	   *jb;
 
 	if (raw == NULL)
 	{
@@ -152,18 +266,28 @@ parse_raw(CdpMessage *m, const char *raw)
 					  "Send large payloads by reference, or raise cdp.max_message_bytes.");
 		return;
 	}
+
+	memset(&build, 0, sizeof(build));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &build;
+	sem.object_start = jb_object_start;
+	sem.object_end = jb_object_end;
+	sem.array_start = jb_array_start;
+	sem.array_end = jb_array_end;
+	sem.object_field_start = jb_field_start;
+	sem.scalar = jb_scalar;
 	lex = makeJsonLexContextCstringLen((char *) raw, len, GetDatabaseEncoding(), true);
-	rc = pg_parse_json(lex, &nullSemAction);
-	if (rc != JSON_SUCCESS)
+	rc = pg_parse_json(lex, &sem);
+	if (rc != JSON_SUCCESS || build.error || build.result == NULL)
 	{
 		cdp_set_error(&m->err, ERRCODE_INVALID_TEXT_REPRESENTATION,
 					  "message is not valid JSON",
-					  psprintf("%s", json_errdetail(rc, lex)),
+					  rc != JSON_SUCCESS ? psprintf("%s", json_errdetail(rc, lex)) :
+					  build.error ? build.error : "The line holds no JSON value.",
 					  "Load one JSON message per line; see the README for COPY options that keep backslashes.");
 		return;
 	}
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(raw)));
-	cdp_parse_segment_message(jb, m, m->inbox_received_at);
+	cdp_parse_segment_message(JsonbValueToJsonb(build.result), m, m->inbox_received_at);
 	m->base_nissues = m->nissues;
 }
 

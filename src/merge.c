@@ -108,9 +108,13 @@ move_rows(int64 *from, int64 *to, int n)
 		{
 			Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
 
-			plans[t] = cdp_prepare(psprintf("UPDATE %s AS x SET profile_id = m.w "
-											"FROM unnest($1::int8[], $2::int8[]) AS m(l, w) "
-											"WHERE x.profile_id = m.l", merge_moves[t]),
+			/*
+			 * = ANY() finds the rows by index whatever the statistics say;
+			 * array_position() maps each to its winner.
+			 */
+			plans[t] = cdp_prepare(psprintf("UPDATE %s AS x "
+											"SET profile_id = ($2::int8[])[array_position($1::int8[], x.profile_id)] "
+											"WHERE x.profile_id = ANY($1::int8[])", merge_moves[t]),
 								   2, argtypes);
 		}
 		cdp_spi_exec(plans[t], args, SPI_OK_UPDATE);

@@ -50,6 +50,8 @@ typedef struct CdpSharedState
 	uint64		drained;		/* inbox rows turned into events */
 	uint64		rejected;		/* inbox rows turned into rejects */
 	uint64		errors;			/* rounds that failed and were rolled back */
+	uint64		resolved;		/* messages resolved by the identity engine */
+	uint64		resolve_usec;	/* time spent resolving them, all backends */
 	char		last_error[256];
 } CdpSharedState;
 

@@ -5,10 +5,10 @@
  *	  parameters, jsonb field access, and the ordered advisory locks that
  *	  make concurrent ingest deadlock-free.
  *
- * Locking order (DESIGN.md): identifiers first, sorted, then profiles in
- * ascending id.  Both are transaction-scoped advisory locks in a lock space
- * of our own (field4 of the lock tag), so they never collide with the
- * user's pg_advisory_lock() keys.  Profiles are locked in share mode by a
+ * Locking order (DESIGN.md): the global ingest lock, then identifiers,
+ * sorted, then profiles in ascending id.  All are transaction-scoped
+ * advisory locks in a lock space of our own (field4 of the lock tag), so
+ * they never collide with the user's pg_advisory_lock() keys.  Profiles are locked in share mode by a
  * writer that only adds events and in exclusive mode by one that changes
  * the profile's identities or merges it, which is what FOR KEY SHARE and
  * FOR UPDATE on the profile row would give, without touching the heap.
@@ -22,6 +22,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -235,10 +236,35 @@ cmp_keymode(const void *a, const void *b)
 }
 
 /*
+ * Lock escalation.  Every writer first takes the global ingest lock, in
+ * share mode, then its fine-grained identifier and profile locks.  A
+ * transaction that would need more than CDP_MAX_FINE_LOCKS of those (a bulk
+ * batch, or a loop of cdp.track calls in one transaction) takes the global
+ * lock in exclusive mode instead and skips them: the lock table holds only
+ * some thousands of locks for the whole server, and one bulk batch would
+ * otherwise fill it.  While it holds the exclusive lock no other writer
+ * runs, so the fine-grained locks have nothing left to order.
+ */
+#define CDP_MAX_FINE_LOCKS 1024
+
+static LocalTransactionId lock_lxid = InvalidLocalTransactionId;
+static int	lock_count = 0;
+static bool lock_escalated = false;
+static bool lock_global_share = false;
+
+static void
+acquire_global(LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, 0xCD00);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/*
  * cdp_lock_keys takes transaction-scoped advisory locks on keys, in
- * ascending order, each once.  exclusive may be NULL (all share mode is
- * wrong for identifiers, so identifiers always pass NULL and get
- * exclusive locks).
+ * ascending order, each once.  exclusive may be NULL, meaning every key
+ * exclusively (identifiers are always locked so).
  */
 void
 cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind)
@@ -248,6 +274,28 @@ cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind)
 
 	if (n == 0)
 		return;
+	if (lock_lxid != MyProc->lxid)
+	{
+		lock_lxid = MyProc->lxid;
+		lock_count = 0;
+		lock_escalated = false;
+		lock_global_share = false;
+	}
+	if (lock_escalated)
+		return;
+	if (lock_count + n > CDP_MAX_FINE_LOCKS)
+	{
+		acquire_global(ExclusiveLock);
+		lock_escalated = true;
+		return;
+	}
+	if (!lock_global_share)
+	{
+		acquire_global(ShareLock);
+		lock_global_share = true;
+	}
+	lock_count += n;
+
 	km = palloc(sizeof(KeyMode) * n);
 	for (i = 0; i < n; i++)
 	{

@@ -16,6 +16,10 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
@@ -205,6 +209,16 @@ cdp_worker_main(Datum main_arg)
 	SpinLockRelease(&cdp_shared->mutex);
 	on_shmem_exit(worker_detach, (Datum) 0);
 
+#ifdef __GLIBC__
+
+	/*
+	 * Every batch allocates and frees some megabytes; keep them in the heap
+	 * instead of mapping fresh zeroed pages for each batch.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+#endif
+
 	ereport(LOG, (errmsg("pg_cdp worker started in database \"%s\"", cdp_database)));
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp worker round",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -254,15 +268,16 @@ cdp_worker_main(Datum main_arg)
 
 /*
  * cdp.worker_status() → one row: pid, started, heartbeat, rounds, drained,
- * rejected, errors, last_error.
+ * rejected, errors, last_error, and (from every backend) messages resolved
+ * by the identity engine and the seconds spent on them.
  */
 PG_FUNCTION_INFO_V1(cdp_worker_status);
 Datum
 cdp_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[8];
-	bool		nulls[8] = {0};
+	Datum		values[10];
+	bool		nulls[10] = {0};
 	CdpSharedState s;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -283,5 +298,7 @@ cdp_worker_status(PG_FUNCTION_ARGS)
 	values[6] = Int64GetDatum((int64) s.errors);
 	values[7] = CStringGetTextDatum(s.last_error);
 	nulls[7] = (s.last_error[0] == '\0');
+	values[8] = Int64GetDatum((int64) s.resolved);
+	values[9] = Float8GetDatum(s.resolve_usec / 1000000.0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -10,7 +10,7 @@ COMMENT ON FUNCTION cdp.tick() IS
 CREATE FUNCTION cdp.worker_status(
     OUT pid integer, OUT started_at timestamptz, OUT heartbeat timestamptz,
     OUT rounds bigint, OUT drained bigint, OUT rejected bigint, OUT errors bigint,
-    OUT last_error text)
+    OUT last_error text, OUT resolved_messages bigint, OUT resolve_seconds double precision)
     RETURNS record
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cdp_worker_status';
@@ -31,6 +31,12 @@ CREATE VIEW cdp.stats AS
     SELECT 'worker', 'rejected', w.rejected, NULL FROM cdp.worker_status() w
     UNION ALL
     SELECT 'worker', 'errors', w.errors, NULL FROM cdp.worker_status() w
+
+    UNION ALL
+    SELECT 'identity', 'resolved_messages', w.resolved_messages, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'identity', 'resolve_seconds', round(w.resolve_seconds::numeric, 3), NULL
+    FROM cdp.worker_status() w
     UNION ALL
     SELECT 'inbox', 'backlog', count(*), min(received_at) FROM cdp.inbox
     UNION ALL
