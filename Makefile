@@ -17,7 +17,7 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # The install script is assembled from the SQL that sits beside each C file,
 # in dependency order.
 SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/profile.sql src/ingest.sql \
-             src/merge.sql src/worker.sql src/roles.sql
+             src/merge.sql src/sources.sql src/worker.sql src/roles.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
@@ -48,6 +48,21 @@ $(DATA_built): $(SQL_PARTS) pg_cdp.control
 	  printf '%s\n' '\echo Use "CREATE EXTENSION pg_cdp" to load this file. \quit'; \
 	  for f in $(SQL_PARTS); do echo; echo "-- $$f"; cat $$f; done ) > $@
 
+# The HTTP collector is a program of its own, with its own Makefile.
+all: collector
+install: install-collector
+clean: clean-collector
+
+.PHONY: collector install-collector clean-collector
+collector:
+	$(MAKE) -C src/collector PG_CONFIG=$(PG_CONFIG)
+
+install-collector: collector
+	$(MAKE) -C src/collector PG_CONFIG=$(PG_CONFIG) install
+
+clean-collector:
+	$(MAKE) -C src/collector clean
+
 .PHONY: test demo bench deps
 deps:
 	scripts/deps.sh
@@ -71,3 +86,6 @@ installcheck-isolation:
 
 installcheck-tap:
 	$(prove_installcheck)
+
+# PGXS does not track headers: every object depends on the shared one.
+$(OBJS): src/pg_cdp.h

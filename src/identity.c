@@ -201,12 +201,13 @@ find_duplicates(Engine *e)
 	HTAB	   *seen;
 	int		   *dup_of = palloc(sizeof(int) * Max(e->nmsgs, 1));
 	char	  **ids = palloc(sizeof(char *) * Max(e->nmsgs, 1));
+	char	  **srcs = palloc(sizeof(char *) * Max(e->nmsgs, 1));
 	int			nids = 0;
 	static SPIPlanPtr plan = NULL;
 
 	typedef struct
 	{
-		PairKey		key;		/* (message id, NULL) */
+		PairKey		key;		/* (source, message id) */
 		int			first;
 	}			SeenEntry;
 
@@ -222,8 +223,8 @@ find_duplicates(Engine *e)
 		dup_of[i] = -1;
 		if (m->err.sqlerrcode || m->message_id == NULL)
 			continue;
-		key.a = m->message_id;
-		key.b = NULL;
+		key.a = m->source ? m->source : "";
+		key.b = m->message_id;
 		s = hash_search(seen, &key, HASH_ENTER, &found);
 		if (found)
 		{
@@ -233,22 +234,26 @@ find_duplicates(Engine *e)
 		else
 		{
 			s->first = i;
+			srcs[nids] = (char *) key.a;
 			ids[nids++] = m->message_id;
 		}
 	}
 
 	if (nids > 0)
 	{
-		Datum		values[1];
+		Datum		values[2];
 
 		if (plan == NULL)
 		{
-			Oid			argtypes[1] = {TEXTARRAYOID};
+			Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 
-			plan = cdp_prepare("SELECT message_id, profile_id FROM cdp.message_ids "
-							   "WHERE message_id = ANY($1)", 1, argtypes);
+			plan = cdp_prepare("SELECT d.source, d.message_id, d.profile_id "
+							   "FROM unnest($1::text[], $2::text[]) AS u(source, message_id) "
+							   "JOIN cdp.message_ids d ON d.source = u.source "
+							   "  AND d.message_id = u.message_id", 2, argtypes);
 		}
-		values[0] = cdp_text_array(ids, nids);
+		values[0] = cdp_text_array(srcs, nids);
+		values[1] = cdp_text_array(ids, nids);
 		cdp_spi_exec(plan, values, SPI_OK_SELECT);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
@@ -257,7 +262,7 @@ find_duplicates(Engine *e)
 			SeenEntry  *s;
 
 			key.a = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-			key.b = NULL;
+			key.b = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
 			s = hash_search(seen, &key, HASH_FIND, NULL);
 			if (s)
 			{
@@ -265,7 +270,7 @@ find_duplicates(Engine *e)
 
 				m->duplicate = true;
 				m->profile_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-															SPI_tuptable->tupdesc, 2, &isnull));
+															SPI_tuptable->tupdesc, 3, &isnull));
 			}
 		}
 	}

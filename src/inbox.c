@@ -347,6 +347,28 @@ record_rejects(CdpMessage *msgs, int n, const char *default_source)
 	return k;
 }
 
+/*
+ * A loader that already judged the message ("54000: message is larger than
+ * 32 kB") leaves the reason in the inbox row; the drain keeps it as a reject.
+ */
+static void
+preset_reject(CdpMessage *m)
+{
+	const char *r = m->preset_reject;
+	int			code = ERRCODE_INVALID_PARAMETER_VALUE;
+
+	if (strlen(r) > 7 && r[5] == ':' && r[6] == ' ' &&
+		strspn(r, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 5)
+	{
+		code = MAKE_SQLSTATE(r[0], r[1], r[2], r[3], r[4]);
+		r += 7;
+	}
+	cdp_set_error(&m->err, code, r,
+				  psprintf("The loader of source \"%s\" refused the message.",
+						   m->source ? m->source : "(none)"),
+				  NULL);
+}
+
 static int
 cmp_inbox_id(const void *a, const void *b)
 {
@@ -377,7 +399,7 @@ cdp_drain_inbox(int limit, int *rejected)
 		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id IN ("
 						   "  SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id "
 						   "  LIMIT $1 FOR UPDATE SKIP LOCKED) "
-						   "RETURNING inbox_id, message, received_at, source", 1, argtypes);
+						   "RETURNING inbox_id, message, received_at, source, reject_reason", 1, argtypes);
 	}
 	args[0] = Int32GetDatum(limit);
 	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
@@ -399,11 +421,15 @@ cdp_drain_inbox(int limit, int *rejected)
 		msgs[i].inbox_received_at = isnull ? 0 : DatumGetTimestampTz(d);
 		msgs[i].source = SPI_getvalue(tup, desc, 4);
 		msgs[i].node = -1;
+		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
 	}
 	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
 	for (int i = 0; i < n; i++)
 	{
-		parse_raw(&msgs[i], msgs[i].raw);
+		if (msgs[i].preset_reject)
+			preset_reject(&msgs[i]);
+		else
+			parse_raw(&msgs[i], msgs[i].raw);
 		if ((i & 127) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
@@ -414,11 +440,12 @@ cdp_drain_inbox(int limit, int *rejected)
 }
 
 /*
- * cdp.ingest_batch(messages jsonb) → jsonb
+ * cdp.ingest_batch(messages jsonb, source text) → jsonb
  *
  * A JSON array of Segment-spec messages, or a Segment batch object
  * {"batch": [...], "sentAt": ...}.  Good messages land, bad ones go to
- * cdp.inbox_rejects with their reason; returns the counts.
+ * cdp.inbox_rejects with their reason; returns the counts.  Message ids
+ * are deduplicated within the source (NULL: the SQL callers' namespace).
  */
 PG_FUNCTION_INFO_V1(cdp_ingest_batch);
 Datum
@@ -436,6 +463,7 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 				dups = 0,
 				rejects;
 	char	   *batch_sent_at = NULL;
+	char	   *source = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	TimestampTz now;
 
 	if (PG_ARGISNULL(0))
@@ -479,6 +507,7 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 		m = &msgs[n++];
 		m->node = -1;
 		m->inbox_received_at = now;
+		m->source = source;
 		jm = JsonbValueToJsonb(&v);
 		m->raw = JsonbToCString(NULL, &jm->root, VARSIZE(jm));
 		if (batch_sent_at && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data) &&

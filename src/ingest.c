@@ -483,7 +483,8 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 	char	  **eids,
 			  **events,
 			  **channels,
-			  **types;
+			  **types,
+			  **sources;
 	Jsonb	  **props,
 			  **contexts;
 	Datum		args[10];
@@ -498,6 +499,7 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 	events = palloc(sizeof(char *) * Max(nmsgs, 1));
 	channels = palloc(sizeof(char *) * Max(nmsgs, 1));
 	types = palloc(sizeof(char *) * Max(nmsgs, 1));
+	sources = palloc(sizeof(char *) * Max(nmsgs, 1));
 	props = palloc(sizeof(Jsonb *) * Max(nmsgs, 1));
 	contexts = palloc(sizeof(Jsonb *) * Max(nmsgs, 1));
 
@@ -519,6 +521,7 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 		events[n] = m->event;
 		channels[n] = m->channel;
 		types[n] = m->msgtype;
+		sources[n] = m->source;
 		props[n] = m->properties;
 		contexts[n] = m->context;
 		n++;
@@ -533,17 +536,17 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 
 	if (event_plan == NULL)
 	{
-		Oid			argtypes[9] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+		Oid			argtypes[10] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID, JSONBARRAYOID};
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 
 		event_plan = cdp_prepare("INSERT INTO cdp.events (profile_id, occurred_at, event_id, event, "
-								 "  properties, channel, type, received_at, original_profile_id, context) "
-								 "SELECT p, o, i, e, coalesce(pr, '{}'), c, t, r, p, cx "
+								 "  properties, channel, type, received_at, original_profile_id, context, source) "
+								 "SELECT p, o, i, e, coalesce(pr, '{}'), c, t, r, p, cx, s "
 								 "FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], "
 								 "            $5::jsonb[], $6::text[], $7::text[], $8::timestamptz[], "
-								 "            $9::jsonb[]) AS u(p, o, i, e, pr, c, t, r, cx)",
-								 9, argtypes);
+								 "            $9::jsonb[], $10::text[]) AS u(p, o, i, e, pr, c, t, r, cx, s)",
+								 10, argtypes);
 	}
 	args[0] = cdp_int8_array(pids, n);
 	args[1] = cdp_timestamptz_array(occurred, n);
@@ -554,12 +557,14 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 	args[6] = cdp_text_array(types, n);
 	args[7] = cdp_timestamptz_array(received, n);
 	args[8] = cdp_jsonb_array(contexts, n);
+	args[9] = cdp_text_array(sources, n);
 	cdp_spi_exec(event_plan, args, SPI_OK_INSERT);
 
 	/* Message ids, so a re-sent message is recognised. */
 	if (nmid > 0)
 	{
 		char	  **ids = palloc(sizeof(char *) * nmid);
+		char	  **srcs = palloc(sizeof(char *) * nmid);
 		int64	   *mp = palloc(sizeof(int64) * nmid);
 		TimestampTz *mo = palloc(sizeof(TimestampTz) * nmid);
 		int			k = 0;
@@ -571,24 +576,27 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 			if (m->err.sqlerrcode || m->duplicate || m->id_generated)
 				continue;
 			ids[k] = m->message_id;
+			srcs[k] = m->source ? m->source : "";
 			mp[k] = m->profile_id;
 			mo[k] = m->occurred_at;
 			k++;
 		}
 		if (mid_plan == NULL)
 		{
-			Oid			argtypes[4] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+			Oid			argtypes[5] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID,
+			TIMESTAMPTZOID, TEXTARRAYOID};
 
-			mid_plan = cdp_prepare("INSERT INTO cdp.message_ids (message_id, profile_id, "
+			mid_plan = cdp_prepare("INSERT INTO cdp.message_ids (source, message_id, profile_id, "
 								   "  original_profile_id, occurred_at, received_at) "
-								   "SELECT i, p, p, o, $4 FROM unnest($1::text[], $2::int8[], "
-								   "  $3::timestamptz[]) AS u(i, p, o)",
-								   4, argtypes);
+								   "SELECT s, i, p, p, o, $4 FROM unnest($1::text[], $2::int8[], "
+								   "  $3::timestamptz[], $5::text[]) AS u(i, p, o, s)",
+								   5, argtypes);
 		}
 		args[0] = cdp_text_array(ids, nmid);
 		args[1] = cdp_int8_array(mp, nmid);
 		args[2] = cdp_timestamptz_array(mo, nmid);
 		args[3] = TimestampTzGetDatum(now);
+		args[4] = cdp_text_array(srcs, nmid);
 		cdp_spi_exec(mid_plan, args, SPI_OK_INSERT);
 	}
 

@@ -14,7 +14,8 @@ CREATE TABLE cdp.events (
     type                text NOT NULL DEFAULT 'track',
     received_at         timestamptz NOT NULL DEFAULT cdp.now(),
     original_profile_id bigint NOT NULL,
-    context             jsonb
+    context             jsonb,
+    source              text
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX events_profile ON cdp.events (profile_id, occurred_at);
 CREATE INDEX events_occurred_at ON cdp.events USING brin (occurred_at);
@@ -26,26 +27,35 @@ COMMENT ON TABLE cdp.events IS
 -- the partitioned events table would have to include occurred_at, hence a
 -- table of its own (distributed by message id on Citus).
 CREATE TABLE cdp.message_ids (
-    message_id          text PRIMARY KEY,
+    source              text NOT NULL DEFAULT '',
+    message_id          text NOT NULL,
     profile_id          bigint NOT NULL,
     original_profile_id bigint NOT NULL,
     occurred_at         timestamptz NOT NULL,
-    received_at         timestamptz NOT NULL DEFAULT cdp.now()
+    received_at         timestamptz NOT NULL DEFAULT cdp.now(),
+    PRIMARY KEY (source, message_id)
 );
 CREATE INDEX message_ids_profile_id ON cdp.message_ids (profile_id);
 COMMENT ON TABLE cdp.message_ids IS
-    'messageId / event_id of every accepted event, kept until cdp.forget';
+    'messageId / event_id of every accepted event, per source (empty for SQL calls), kept until cdp.forget';
 
 -- The bulk path: one raw Segment-spec JSON message per row. message is plain
 -- text with no constraint, so a COPY of valid UTF-8 never fails on content.
 CREATE TABLE cdp.inbox (
-    inbox_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message     text,
-    received_at timestamptz DEFAULT cdp.now(),
-    source      text
+    inbox_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message       text,
+    received_at   timestamptz DEFAULT cdp.now(),
+    source        text,
+    reject_reason text
 );
 COMMENT ON TABLE cdp.inbox IS
     'Raw JSON messages waiting for the worker: COPY cdp.inbox (message) FROM ...';
+COMMENT ON COLUMN cdp.inbox.received_at IS
+    'When the message arrived; Segment clock-skew correction reads it as receivedAt';
+COMMENT ON COLUMN cdp.inbox.source IS
+    'The source (cdp.sources.name) that sent it: message ids are deduplicated per source';
+COMMENT ON COLUMN cdp.inbox.reject_reason IS
+    'Set by a loader (the HTTP collector) that already knows the message cannot be accepted: the drain keeps it as a reject with this reason';
 
 CREATE FUNCTION cdp.inbox_wake() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_inbox_wake';
@@ -129,9 +139,9 @@ CREATE FUNCTION cdp.ingest(message jsonb) RETURNS bigint
 COMMENT ON FUNCTION cdp.ingest(jsonb) IS
     'Ingests one Segment-spec message (identify, track, page, screen, alias, group); returns the profile id';
 
-CREATE FUNCTION cdp.ingest_batch(messages jsonb) RETURNS jsonb
+CREATE FUNCTION cdp.ingest_batch(messages jsonb, source text DEFAULT NULL) RETURNS jsonb
     LANGUAGE c VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, cdp, pg_temp
     AS 'MODULE_PATHNAME', 'cdp_ingest_batch';
-COMMENT ON FUNCTION cdp.ingest_batch(jsonb) IS
+COMMENT ON FUNCTION cdp.ingest_batch(jsonb, text) IS
     'Ingests an array (or {"batch": [...]}) of Segment-spec messages; bad ones go to cdp.inbox_rejects; returns the counts';

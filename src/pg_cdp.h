@@ -138,7 +138,8 @@ typedef struct CdpMessage
 	char	   *raw;			/* inbox text, kept for rejects */
 	int64		inbox_id;
 	TimestampTz inbox_received_at;
-	char	   *source;
+	char	   *source;			/* cdp.sources name, NULL for SQL calls */
+	char	   *preset_reject;	/* reject reason given by the loader */
 	int			base_nissues;	/* issues found while parsing */
 	bool		id_generated;
 

@@ -23,8 +23,9 @@ GRANT EXECUTE ON FUNCTION cdp.merge_traits(jsonb, jsonb, jsonb, jsonb),
 -- cdp_ingest writes events and nothing else: it cannot read profiles.
 GRANT EXECUTE ON FUNCTION cdp.track(jsonb, text, jsonb, timestamptz, text, text),
     cdp.identify(jsonb, jsonb, timestamptz, text, text),
-    cdp.ingest(jsonb), cdp.ingest_batch(jsonb) TO cdp_ingest, cdp_admin;
+    cdp.ingest(jsonb), cdp.ingest_batch(jsonb, text) TO cdp_ingest, cdp_admin;
 GRANT INSERT ON cdp.inbox TO cdp_ingest;
+GRANT EXECUTE ON FUNCTION cdp.authenticate_source(text) TO cdp_ingest, cdp_admin;
 
 -- cdp_analyst reads everything, changes nothing.
 GRANT SELECT ON ALL TABLES IN SCHEMA cdp TO cdp_analyst;
@@ -33,6 +34,7 @@ GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb) TO cdp_analyst, cdp_admin;
 -- cdp_admin runs the platform.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.unmerge(bigint), cdp.forget(jsonb), cdp.tick(),
+    cdp.create_source(text, text, text),
     cdp.create_event_partitions(date, integer) TO cdp_admin;
 
 -- cdp_connector drains the outbox (claim, ack, fail) once it exists; until

@@ -1,0 +1,78 @@
+/*-------------------------------------------------------------------------
+ *
+ * collector.h
+ *	  Shared declarations of pg_cdp_collector: settings, the line sets a
+ *	  request hands to the COPY queue, and the write-key cache.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_CDP_COLLECTOR_H
+#define PG_CDP_COLLECTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct Config
+{
+	const char *listen_addr;
+	int			port;
+	const char *conninfo;
+	int			batch_size;		/* lines per COPY */
+	int			flush_ms;		/* longest wait of a partial batch */
+	int			flushers;		/* COPY connections */
+	int			max_body;		/* bytes, after inflation */
+	int			max_message;	/* bytes per message */
+	int			max_pending;	/* lines waiting before 429 */
+	int			timeout_s;		/* idle connection timeout */
+	int			max_connections;
+	const char *public_host;
+} Config;
+
+/* COPY text lines of one request: message, received_at, source, reason. */
+typedef struct LineSet
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	int			nlines;
+} LineSet;
+
+extern void lineset_init(LineSet *set);
+extern void lineset_add(LineSet *set, const char *message, const char *received_at,
+						const char *source, const char *reject_reason);
+extern void lineset_free(LineSet *set);
+
+typedef enum SubmitResult
+{
+	SUBMIT_COMMITTED,
+	SUBMIT_BUSY,				/* too many lines waiting: 429 */
+	SUBMIT_FAILED				/* PostgreSQL refused or is gone: 503 */
+} SubmitResult;
+
+extern void queue_start(const Config *cfg);
+extern SubmitResult queue_submit(LineSet *set);
+extern bool queue_healthy(void);
+extern void queue_drain_and_stop(void);
+extern void queue_join(void);
+
+typedef enum SourceStatus
+{
+	SOURCE_OK,
+	SOURCE_UNKNOWN,
+	SOURCE_DISABLED,
+	SOURCE_ERROR
+} SourceStatus;
+
+typedef struct SourceInfo
+{
+	char		name[80];
+} SourceInfo;
+
+extern void sources_start(const Config *cfg);
+extern SourceStatus sources_lookup(const char *write_key, SourceInfo *out);
+extern void sources_stop(void);
+
+extern void log_msg(const char *level, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,847 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_cdp_collector.c
+ *	  An HTTP collector that speaks Segment's tracking API and writes the
+ *	  messages it receives into cdp.inbox.
+ *
+ * Web and app SDKs (analytics.js, analytics-node, the mobile SDKs,
+ * RudderStack's and Jitsu's) post Segment-spec JSON to /v1/track,
+ * /v1/identify, ... and /v1/batch; pointing them at this program sends
+ * everything into pg_cdp.  HTTP is libmicrohttpd's, JSON is jansson's and
+ * PostgreSQL is reached through libpq only.
+ *
+ * Durability: a request is answered 200 only once its messages are
+ * committed to cdp.inbox.  Requests do not each open a transaction: they
+ * append their lines to a shared batch, and flusher threads COPY whole
+ * batches (cdp.batch-size lines, or whatever arrived within the flush
+ * interval) and wake the requests waiting on them.  If PostgreSQL is down or
+ * slow the requests get 503, and 429 when too many lines wait already, so
+ * SDKs retry with the same messageId, which ingest deduplicates per source.
+ *
+ * Exit status: 0 after SIGTERM/SIGINT once everything received is flushed;
+ * 1 bad usage or configuration; 2 the listening socket cannot be opened.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <microhttpd.h>
+#include <zlib.h>
+
+#include "collector.h"
+
+/* Bodies declared larger than this are refused without reading them. */
+#define DISCARD_LIMIT (64 * 1024 * 1024)
+
+static Config cfg;
+static struct MHD_Daemon *daemon_handle;
+static volatile sig_atomic_t stop_requested = 0;
+
+/* ---- small helpers ---- */
+
+void
+log_msg(const char *level, const char *fmt,...)
+{
+	va_list		ap;
+	char		ts[32];
+	time_t		now = time(NULL);
+	struct tm	tm;
+
+	gmtime_r(&now, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(stderr, "%s pg_cdp_collector %s: ", ts, level);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* The arrival time, in a form COPY reads as timestamptz. */
+static void
+format_now(char *buf, size_t len)
+{
+	struct timeval tv;
+	struct tm	tm;
+	size_t		n;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%06ld+00", (long) tv.tv_usec);
+}
+
+/* ---- responses ---- */
+
+static void
+add_cors(struct MHD_Connection *conn, struct MHD_Response *resp)
+{
+	const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+
+	MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin ? origin : "*");
+	if (origin)
+	{
+		MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true");
+		MHD_add_response_header(resp, "Vary", "Origin");
+	}
+}
+
+static enum MHD_Result
+respond(struct MHD_Connection *conn, unsigned int status, const char *body,
+		const char *content_type)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	resp = MHD_create_response_from_buffer(strlen(body), (void *) body,
+										   MHD_RESPMEM_MUST_COPY);
+	MHD_add_response_header(resp, "Content-Type", content_type);
+	add_cors(conn, resp);
+	if (status == 429 || status == 503)
+		MHD_add_response_header(resp, "Retry-After", "1");
+	if (status == 401)
+		MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"pg_cdp\"");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result
+respond_error(struct MHD_Connection *conn, unsigned int status, const char *message)
+{
+	json_t	   *o = json_pack("{s:b, s:s}", "success", 0, "error", message);
+	char	   *s = json_dumps(o, JSON_COMPACT);
+	enum MHD_Result ret = respond(conn, status, s, "application/json");
+
+	free(s);
+	json_decref(o);
+	return ret;
+}
+
+static enum MHD_Result
+respond_preflight(struct MHD_Connection *conn)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+	const char *req_headers = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+														  "Access-Control-Request-Headers");
+	enum MHD_Result ret;
+
+	add_cors(conn, resp);
+	MHD_add_response_header(resp, "Access-Control-Allow-Methods", "POST, GET, OPTIONS");
+	MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+							req_headers ? req_headers : "Content-Type, Authorization, Content-Encoding");
+	MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+	ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/*
+ * The settings document analytics.js loads at start, pointing its
+ * Segment.io integration at this collector over plain http.
+ */
+static enum MHD_Result
+respond_settings(struct MHD_Connection *conn, const char *write_key)
+{
+	const char *host = cfg.public_host;
+	char		api_host[512];
+	json_t	   *doc;
+	char	   *s;
+	enum MHD_Result ret;
+
+	if (host == NULL)
+		host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+	snprintf(api_host, sizeof(api_host), "%s/v1", host ? host : "localhost");
+	doc = json_pack("{s:{s:{s:s, s:s, s:s, s:[], s:b, s:{}}}, s:{s:{s:{s:b, s:{}}}, s:{s:{s:b}}, s:{s:{s:b}}},"
+					" s:b, s:{}, s:{}, s:{s:i}, s:[]}",
+					"integrations", "Segment.io",
+					"apiKey", write_key, "apiHost", api_host, "protocol", "http",
+					"unbundledIntegrations", "addBundledMetadata", 1,
+					"maybeBundledConfigIds",
+					"plan", "track", "__default", "enabled", 1, "integrations",
+					"identify", "__default", "enabled", 1,
+					"group", "__default", "enabled", 1,
+					"analyticsNextEnabled", 1, "middlewareSettings", "enabledMiddleware",
+					"metrics", "sampleRate", 0, "remotePlugins");
+	s = json_dumps(doc, JSON_COMPACT);
+	ret = respond(conn, MHD_HTTP_OK, s, "application/json");
+	free(s);
+	json_decref(doc);
+	return ret;
+}
+
+/* ---- request routing ---- */
+
+static const struct
+{
+	const char *path;
+	const char *type;			/* NULL: a batch */
+}			routes[] = {
+	{"/v1/track", "track"}, {"/v1/t", "track"},
+	{"/v1/identify", "identify"}, {"/v1/i", "identify"},
+	{"/v1/page", "page"}, {"/v1/p", "page"},
+	{"/v1/screen", "screen"}, {"/v1/s", "screen"},
+	{"/v1/alias", "alias"}, {"/v1/a", "alias"},
+	{"/v1/group", "group"}, {"/v1/g", "group"},
+	{"/v1/batch", NULL}, {"/v1/b", NULL}, {"/v1/import", NULL},
+	{NULL, NULL}
+};
+
+typedef struct Request
+{
+	bool		routed;
+	const char *type;			/* message type of the endpoint, NULL for batch */
+	char	   *body;
+	size_t		len;
+	bool		too_large;
+	char		received_at[40];
+} Request;
+
+/* Inflate a gzip body, refusing to grow past limit (a gzip bomb). */
+static int
+inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *outlen)
+{
+	z_stream	zs;
+	char	   *buf = malloc(limit + 1);
+	int			rc;
+
+	if (buf == NULL)
+		return -1;
+	memset(&zs, 0, sizeof(zs));
+	if (inflateInit2(&zs, 15 + 32) != Z_OK)
+	{
+		free(buf);
+		return -1;
+	}
+	zs.next_in = (Bytef *) in;
+	zs.avail_in = inlen;
+	zs.next_out = (Bytef *) buf;
+	zs.avail_out = limit + 1;
+	rc = inflate(&zs, Z_FINISH);
+	inflateEnd(&zs);
+	if (rc != Z_STREAM_END)
+	{
+		free(buf);
+		/* output full before the end: the inflated body is over the limit */
+		return (zs.avail_out == 0) ? -2 : -1;
+	}
+	*out = buf;
+	*outlen = zs.total_out;
+	buf[*outlen] = '\0';
+	if (*outlen > limit)
+	{
+		free(buf);
+		return -2;
+	}
+	return 0;
+}
+
+/*
+ * Turn the parsed body into inbox lines.  Returns the HTTP status to send
+ * when the request as a whole is refused, 0 otherwise.
+ */
+static int
+collect_lines(Request *req, json_t *body, const char *source, LineSet *set,
+			  const char **why)
+{
+	json_t	   *batch;
+	json_t	   *batch_context = NULL;
+	json_t	   *batch_sent_at = NULL;
+	size_t		i;
+	json_t	   *msg;
+
+	if (!json_is_object(body))
+	{
+		*why = "the body must be a JSON object";
+		return 400;
+	}
+	if (req->type != NULL)
+	{
+		json_t	   *one = json_array();
+
+		json_object_set_new(body, "type", json_string(req->type));
+		json_array_append(one, body);
+		batch = one;
+	}
+	else
+	{
+		batch = json_object_get(body, "batch");
+		if (!json_is_array(batch))
+		{
+			*why = "a batch needs a \"batch\" array";
+			return 400;
+		}
+		json_incref(batch);
+		batch_context = json_object_get(body, "context");
+		batch_sent_at = json_object_get(body, "sentAt");
+	}
+
+	json_array_foreach(batch, i, msg)
+	{
+		char	   *text;
+
+		if (!json_is_object(msg))
+		{
+			text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+			lineset_add(set, text ? text : "null", req->received_at, source,
+						"22023: message must be a JSON object");
+			free(text);
+			continue;
+		}
+		/* The write key is a secret: it is never stored with the message. */
+		json_object_del(msg, "writeKey");
+		if (batch_context && json_is_object(batch_context) && !json_object_get(msg, "context"))
+			json_object_set(msg, "context", batch_context);
+		if (batch_sent_at && !json_object_get(msg, "sentAt"))
+			json_object_set(msg, "sentAt", batch_sent_at);
+		text = json_dumps(msg, JSON_COMPACT);
+		if (text == NULL)
+		{
+			lineset_add(set, "{}", req->received_at, source,
+						"22023: message could not be serialized");
+			continue;
+		}
+		if (strlen(text) > (size_t) cfg.max_message)
+		{
+			char		reason[96];
+
+			snprintf(reason, sizeof(reason), "54000: message is larger than %d bytes",
+					 cfg.max_message);
+			lineset_add(set, text, req->received_at, source, reason);
+		}
+		else
+			lineset_add(set, text, req->received_at, source, NULL);
+		free(text);
+	}
+	json_decref(batch);
+	return 0;
+}
+
+static enum MHD_Result
+handle_post(struct MHD_Connection *conn, Request *req)
+{
+	char	   *body = req->body;
+	size_t		len = req->len;
+	char	   *inflated = NULL;
+	const char *enc;
+	json_t	   *doc;
+	json_error_t jerr;
+	char	   *user;
+	char	   *pass = NULL;
+	const char *key = NULL;
+	SourceInfo	src;
+	LineSet		set;
+	const char *why = NULL;
+	int			status;
+	enum MHD_Result ret;
+
+	if (req->too_large)
+		return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+
+	enc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Encoding");
+	if (enc && strcasecmp(enc, "gzip") == 0)
+	{
+		int			rc = inflate_body(body, len, cfg.max_body, &inflated, &len);
+
+		if (rc == -2)
+			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+								 "the inflated request body is too large");
+		if (rc != 0)
+			return respond_error(conn, MHD_HTTP_BAD_REQUEST, "the body is not valid gzip");
+		body = inflated;
+	}
+	else if (enc && strcasecmp(enc, "identity") != 0)
+		return respond_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+							 "only gzip content encoding is supported");
+
+	doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+	free(inflated);
+	if (doc == NULL)
+	{
+		char		msg[300];
+
+		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
+		return respond_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+	}
+
+	/* Basic auth with the write key as user name, or writeKey in the body. */
+	user = MHD_basic_auth_get_username_password(conn, &pass);
+	if (user && user[0])
+		key = user;
+	else if (json_is_object(doc) && json_is_string(json_object_get(doc, "writeKey")))
+		key = json_string_value(json_object_get(doc, "writeKey"));
+	if (key == NULL)
+	{
+		ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "a write key is required");
+		goto done;
+	}
+	switch (sources_lookup(key, &src))
+	{
+		case SOURCE_OK:
+			break;
+		case SOURCE_UNKNOWN:
+			ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "unknown write key");
+			goto done;
+		case SOURCE_DISABLED:
+			ret = respond_error(conn, MHD_HTTP_FORBIDDEN, "the source is disabled");
+			goto done;
+		default:
+			ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the database is unavailable");
+			goto done;
+	}
+	if (json_is_object(doc))
+		json_object_del(doc, "writeKey");
+
+	lineset_init(&set);
+	status = collect_lines(req, doc, src.name, &set, &why);
+	if (status != 0)
+	{
+		lineset_free(&set);
+		ret = respond_error(conn, status, why);
+		goto done;
+	}
+	switch (queue_submit(&set))
+	{
+		case SUBMIT_COMMITTED:
+			ret = respond(conn, MHD_HTTP_OK, "{\"success\":true}", "application/json");
+			break;
+		case SUBMIT_BUSY:
+			ret = respond_error(conn, MHD_HTTP_TOO_MANY_REQUESTS,
+								"too many messages are waiting; retry later");
+			break;
+		default:
+			ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+								"the messages could not be stored; retry later");
+			break;
+	}
+	lineset_free(&set);
+done:
+	if (user)
+		MHD_free(user);
+	if (pass)
+		MHD_free(pass);
+	json_decref(doc);
+	return ret;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+		   const char *method, const char *version, const char *upload_data,
+		   size_t *upload_data_size, void **con_cls)
+{
+	Request    *req = *con_cls;
+
+	if (req == NULL)
+	{
+		const char *cl;
+		int			r;
+
+		if (strcmp(method, "OPTIONS") == 0)
+			return respond_preflight(conn);
+		if (strcmp(method, "GET") == 0)
+		{
+			if (strcmp(url, "/health") == 0)
+				return respond(conn, MHD_HTTP_OK, queue_healthy() ? "{\"ok\":true}" : "{\"ok\":false}",
+							   "application/json");
+			if (strncmp(url, "/v1/projects/", 13) == 0)
+			{
+				const char *key = url + 13;
+				const char *slash = strchr(key, '/');
+				char		k[256];
+
+				if (slash && strcmp(slash, "/settings") == 0 && slash - key < (long) sizeof(k))
+				{
+					memcpy(k, key, slash - key);
+					k[slash - key] = '\0';
+					return respond_settings(conn, k);
+				}
+			}
+		}
+		for (r = 0; routes[r].path; r++)
+			if (strcmp(url, routes[r].path) == 0)
+				break;
+		if (routes[r].path == NULL)
+			return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
+		if (strcmp(method, "POST") != 0)
+		{
+			struct MHD_Response *resp;
+			enum MHD_Result ret;
+			const char *b = "{\"success\":false,\"error\":\"use POST\"}";
+
+			resp = MHD_create_response_from_buffer(strlen(b), (void *) b, MHD_RESPMEM_PERSISTENT);
+			MHD_add_response_header(resp, "Allow", "POST, OPTIONS");
+			MHD_add_response_header(resp, "Content-Type", "application/json");
+			add_cors(conn, resp);
+			ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+			MHD_destroy_response(resp);
+			return ret;
+		}
+		/*
+		 * A declared length over the limit: an absurd one is refused before
+		 * the body; a plausible one is read and discarded first, so that the
+		 * client, still sending, gets the 413 instead of a broken pipe.
+		 */
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) DISCARD_LIMIT)
+			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+
+		req = calloc(1, sizeof(Request));
+		if (req == NULL)
+			return MHD_NO;
+		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
+			req->too_large = true;
+		req->routed = true;
+		req->type = routes[r].type;
+		format_now(req->received_at, sizeof(req->received_at));
+		*con_cls = req;
+		return MHD_YES;
+	}
+
+	if (*upload_data_size > 0)
+	{
+		if (!req->too_large)
+		{
+			if (req->len + *upload_data_size > (size_t) cfg.max_body)
+			{
+				req->too_large = true;
+				free(req->body);
+				req->body = NULL;
+				req->len = 0;
+			}
+			else
+			{
+				char	   *nb = realloc(req->body, req->len + *upload_data_size + 1);
+
+				if (nb == NULL)
+					return MHD_NO;
+				memcpy(nb + req->len, upload_data, *upload_data_size);
+				req->body = nb;
+				req->len += *upload_data_size;
+				req->body[req->len] = '\0';
+			}
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	return handle_post(conn, req);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	Request    *req = *con_cls;
+
+	if (req)
+	{
+		free(req->body);
+		free(req);
+		*con_cls = NULL;
+	}
+}
+
+/* ---- configuration ---- */
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+			"pg_cdp_collector: receives Segment-spec events over HTTP and stores them in cdp.inbox\n"
+			"\n"
+			"Usage: pg_cdp_collector [options]\n"
+			"\n"
+			"  -c, --config FILE        read key = value settings from FILE (options below win)\n"
+			"  -l, --listen ADDR        address to listen on (default 127.0.0.1)\n"
+			"  -p, --port PORT          port (default 8088)\n"
+			"  -d, --dbname CONNINFO    libpq connection string (default: libpq's PG* variables)\n"
+			"  -b, --batch-size N       lines per COPY (default 1000)\n"
+			"  -f, --flush-ms MS        longest wait before a partial batch is written (default 20)\n"
+			"  -w, --flushers N         concurrent COPY connections (default 2)\n"
+			"      --max-body BYTES     largest request body, after gzip inflation (default 512000)\n"
+			"      --max-message BYTES  largest message inside a batch (default 32768)\n"
+			"      --max-pending N      lines waiting for PostgreSQL before 429 (default 50000)\n"
+			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
+			"      --max-connections N  concurrent connections (default 512)\n"
+			"      --public-host HOST   host:port the browser reaches (settings document)\n"
+			"  -h, --help               show this help\n"
+			"\n"
+			"Config file keys are the long option names (listen, port, dbname, batch-size, ...).\n"
+			"Exit status: 0 stopped by SIGTERM or SIGINT after flushing; 1 bad usage or\n"
+			"configuration; 2 the listening socket could not be opened.\n");
+}
+
+static bool
+set_option(const char *name, const char *value)
+{
+	char	   *end;
+	long		n;
+
+#define INTOPT(opt, field, lo, hi) \
+	if (strcmp(name, opt) == 0) { \
+		n = strtol(value, &end, 10); \
+		if (*value == '\0' || *end != '\0' || n < (lo) || n > (hi)) { \
+			log_msg("FATAL", "%s must be an integer between %ld and %ld", opt, (long) (lo), (long) (hi)); \
+			return false; \
+		} \
+		cfg.field = (int) n; \
+		return true; \
+	}
+
+	if (strcmp(name, "listen") == 0)
+	{
+		cfg.listen_addr = strdup(value);
+		return true;
+	}
+	if (strcmp(name, "dbname") == 0)
+	{
+		cfg.conninfo = strdup(value);
+		return true;
+	}
+	if (strcmp(name, "public-host") == 0)
+	{
+		cfg.public_host = strdup(value);
+		return true;
+	}
+	INTOPT("port", port, 1, 65535);
+	INTOPT("batch-size", batch_size, 1, 100000);
+	INTOPT("flush-ms", flush_ms, 1, 60000);
+	INTOPT("flushers", flushers, 1, 16);
+	INTOPT("max-body", max_body, 1024, 64 * 1024 * 1024);
+	INTOPT("max-message", max_message, 256, 16 * 1024 * 1024);
+	INTOPT("max-pending", max_pending, 100, 10000000);
+	INTOPT("timeout", timeout_s, 1, 3600);
+	INTOPT("max-connections", max_connections, 1, 100000);
+#undef INTOPT
+	log_msg("FATAL", "unknown setting \"%s\"", name);
+	return false;
+}
+
+static bool
+read_config_file(const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[1024];
+	int			lineno = 0;
+
+	if (f == NULL)
+	{
+		log_msg("FATAL", "cannot open config file \"%s\": %s", path, strerror(errno));
+		return false;
+	}
+	while (fgets(line, sizeof(line), f))
+	{
+		char	   *p = line;
+		char	   *eq;
+		char	   *k,
+				   *v,
+				   *e;
+
+		lineno++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '#' || *p == '\n' || *p == '\0')
+			continue;
+		eq = strchr(p, '=');
+		if (eq == NULL)
+		{
+			log_msg("FATAL", "%s:%d: expected key = value", path, lineno);
+			fclose(f);
+			return false;
+		}
+		*eq = '\0';
+		k = p;
+		v = eq + 1;
+		for (e = eq - 1; e >= k && (*e == ' ' || *e == '\t'); e--)
+			*e = '\0';
+		while (*v == ' ' || *v == '\t')
+			v++;
+		for (e = v + strlen(v) - 1; e >= v && (*e == '\n' || *e == '\r' || *e == ' ' || *e == '\t'); e--)
+			*e = '\0';
+		if (strlen(v) >= 2 && ((v[0] == '\'' && v[strlen(v) - 1] == '\'') ||
+							   (v[0] == '"' && v[strlen(v) - 1] == '"')))
+		{
+			v[strlen(v) - 1] = '\0';
+			v++;
+		}
+		if (!set_option(k, v))
+		{
+			log_msg("FATAL", "%s:%d: bad setting", path, lineno);
+			fclose(f);
+			return false;
+		}
+	}
+	fclose(f);
+	return true;
+}
+
+static void
+on_signal(int sig)
+{
+	stop_requested = 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct option long_options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"listen", required_argument, NULL, 'l'},
+		{"port", required_argument, NULL, 'p'},
+		{"dbname", required_argument, NULL, 'd'},
+		{"batch-size", required_argument, NULL, 'b'},
+		{"flush-ms", required_argument, NULL, 'f'},
+		{"flushers", required_argument, NULL, 'w'},
+		{"max-body", required_argument, NULL, 1},
+		{"max-message", required_argument, NULL, 2},
+		{"max-pending", required_argument, NULL, 3},
+		{"timeout", required_argument, NULL, 4},
+		{"max-connections", required_argument, NULL, 5},
+		{"public-host", required_argument, NULL, 6},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}
+	};
+	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
+	"max-connections", "public-host"};
+	int			c;
+	struct sockaddr_in addr;
+	struct sigaction sa;
+
+	cfg.listen_addr = "127.0.0.1";
+	cfg.port = 8088;
+	cfg.conninfo = "";
+	cfg.batch_size = 1000;
+	cfg.flush_ms = 20;
+	cfg.flushers = 2;
+	cfg.max_body = 512000;
+	cfg.max_message = 32768;
+	cfg.max_pending = 50000;
+	cfg.timeout_s = 10;
+	cfg.max_connections = 512;
+
+	/* The config file first, so that command-line options win. */
+	for (int i = 1; i < argc; i++)
+	{
+		const char *file = NULL;
+
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+			file = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			file = argv[i] + 9;
+		if (file && !read_config_file(file))
+			return 1;
+	}
+	while ((c = getopt_long(argc, argv, "c:l:p:d:b:f:w:h", long_options, NULL)) != -1)
+	{
+		bool		ok = true;
+
+		switch (c)
+		{
+			case 'c':
+				break;
+			case 'l':
+				ok = set_option("listen", optarg);
+				break;
+			case 'p':
+				ok = set_option("port", optarg);
+				break;
+			case 'd':
+				ok = set_option("dbname", optarg);
+				break;
+			case 'b':
+				ok = set_option("batch-size", optarg);
+				break;
+			case 'f':
+				ok = set_option("flush-ms", optarg);
+				break;
+			case 'w':
+				ok = set_option("flushers", optarg);
+				break;
+			case 1:
+			case 2:
+			case 3:
+			case 4:
+			case 5:
+			case 6:
+				ok = set_option(names[c], optarg);
+				break;
+			case 'h':
+				usage(stdout);
+				return 0;
+			default:
+				usage(stderr);
+				return 1;
+		}
+		if (!ok)
+			return 1;
+	}
+	if (optind < argc)
+	{
+		log_msg("FATAL", "unexpected argument \"%s\"", argv[optind]);
+		usage(stderr);
+		return 1;
+	}
+
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons(cfg.port);
+	if (inet_pton(AF_INET, cfg.listen_addr, &addr.sin_addr) != 1)
+	{
+		log_msg("FATAL", "listen address \"%s\" is not an IPv4 address", cfg.listen_addr);
+		return 1;
+	}
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	queue_start(&cfg);
+	sources_start(&cfg);
+
+	daemon_handle = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+									 MHD_USE_ITC | MHD_USE_ERROR_LOG,
+									 cfg.port, NULL, NULL, on_request, NULL,
+									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) cfg.timeout_s,
+									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) cfg.max_connections,
+									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
+									 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+									 MHD_OPTION_END);
+	if (daemon_handle == NULL)
+	{
+		log_msg("FATAL", "cannot listen on %s:%d", cfg.listen_addr, cfg.port);
+		return 2;
+	}
+	log_msg("LOG", "listening on %s:%d, batch %d lines or %d ms, %d flushers",
+			cfg.listen_addr, cfg.port, cfg.batch_size, cfg.flush_ms, cfg.flushers);
+
+	while (!stop_requested)
+		pause();
+
+	/* Stop accepting, let the requests in flight finish, flush, exit. */
+	log_msg("LOG", "stopping: no new connections, flushing what was received");
+	MHD_quiesce_daemon(daemon_handle);
+	queue_drain_and_stop();
+	MHD_stop_daemon(daemon_handle);
+	queue_join();
+	sources_stop();
+	log_msg("LOG", "stopped");
+	return 0;
+}

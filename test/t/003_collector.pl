@@ -1,0 +1,228 @@
+# pg_cdp_collector: Segment's HTTP API in front of cdp.inbox. Authentication,
+# limits, malformed and hostile input, gzip, CORS, the settings document,
+# slow clients, PostgreSQL going away, and a clean stop on SIGTERM.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Compress::Gzip qw(gzip $GzipError);
+use IPC::Run;
+use MIME::Base64;
+use Time::HiRes qw(usleep time);
+
+my $node = PostgreSQL::Test::Cluster->new('collector');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_cdp,pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+cdp.database = 'postgres'
+cdp.naptime = 100
+});
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pg_cdp;
+SELECT cdp.create_source('web', 'web-write-key-0123456789');
+SELECT cdp.create_source('old-app', 'old-app-write-key-0123456789');
+UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
+CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
+});
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $base = "http://127.0.0.1:$port";
+my $conninfo = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=collector';
+my ($out, $err) = ('', '');
+my $collector = IPC::Run::start(
+	[ 'pg_cdp_collector', '--port', $port, '--dbname', $conninfo, '--timeout', '2',
+	  '--flush-ms', '10' ],
+	'>', \$out, '2>', \$err);
+
+my $http = HTTP::Tiny->new(timeout => 10);
+my $auth = 'Basic ' . encode_base64('web-write-key-0123456789:', '');
+for (1 .. 50) { last if $http->get("$base/health")->{success}; usleep(100_000); }
+
+sub post
+{
+	my ($path, $body, %headers) = @_;
+	return $http->request('POST', "$base$path",
+		{ content => $body, headers => { 'Content-Type' => 'application/json', %headers } });
+}
+
+sub wait_drained
+{
+	$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cdp.inbox')
+	  or die 'inbox not drained';
+}
+
+# --- the happy path: every endpoint, Basic auth or writeKey in the body ---
+my $r = post('/v1/identify',
+	'{"userId": "u-1", "anonymousId": "a-1", "traits": {"email": "ann@shop.test"}, "messageId": "m-1"}',
+	Authorization => $auth);
+is($r->{status}, 200, 'identify accepted');
+is($r->{content}, '{"success":true}', 'Segment-style success body');
+is(post('/v1/track', '{"userId": "u-1", "event": "Order Completed", "messageId": "m-2", "properties": {"total": 9.5}}',
+		Authorization => $auth)->{status}, 200, 'track accepted');
+is(post('/v1/page', '{"writeKey": "web-write-key-0123456789", "anonymousId": "a-1", "name": "Home", "messageId": "m-3"}')->{status},
+	200, 'writeKey in the body authenticates too');
+is(post('/v1/screen', '{"userId": "u-1", "name": "Cart", "messageId": "m-4"}', Authorization => $auth)->{status}, 200, 'screen');
+is(post('/v1/group', '{"userId": "u-1", "groupId": "g-1", "messageId": "m-5"}', Authorization => $auth)->{status}, 200, 'group');
+is(post('/v1/alias', '{"userId": "u-1", "previousId": "a-old", "messageId": "m-6"}', Authorization => $auth)->{status}, 200, 'alias');
+# analytics.js posts text/plain to avoid a CORS preflight
+is(post('/v1/t', '{"userId": "u-1", "event": "Short Path", "messageId": "m-7", "writeKey": "web-write-key-0123456789"}',
+		'Content-Type' => 'text/plain')->{status}, 200, 'text/plain on the short path');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(event_id || ':' || type, ',' ORDER BY event_id) FROM cdp.events"),
+	'm-1:identify,m-2:track,m-3:page,m-4:screen,m-5:group,m-6:alias,m-7:track', 'all seven landed once');
+is($node->safe_psql('postgres', "SELECT count(DISTINCT profile_id) FROM cdp.events"), '1', 'one person');
+is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE source = 'web'"), '7', 'source recorded');
+is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.inbox_rejects WHERE message LIKE '%writeKey%'"), '0',
+	'the write key is never stored');
+
+# --- retries with the same messageId land once ---
+post('/v1/track', '{"userId": "u-1", "event": "Retry", "messageId": "m-retry"}', Authorization => $auth) for 1 .. 3;
+wait_drained();
+is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-retry'"), '1', 'retries deduplicated');
+
+# --- authentication ---
+is(post('/v1/track', '{"userId": "u", "event": "x"}')->{status}, 401, 'no write key: 401');
+is(post('/v1/track', '{"userId": "u", "event": "x"}', Authorization => 'Basic ' . encode_base64('wrong-key-000000:', ''))->{status},
+	401, 'wrong write key: 401');
+is(post('/v1/track', '{"userId": "u", "event": "x"}',
+		Authorization => 'Basic ' . encode_base64('old-app-write-key-0123456789:', ''))->{status}, 403, 'disabled source: 403');
+
+# --- malformed and hostile input ---
+$r = post('/v1/track', '{"userId": "u", "event": ', Authorization => $auth);
+is($r->{status}, 400, 'malformed JSON: 400');
+like($r->{content}, qr/"error":"malformed JSON/, 'with a JSON error');
+is(post('/v1/track', "{\"userId\": \"u-\xff\xfe\", \"event\": \"x\"}", Authorization => $auth)->{status}, 400,
+	'invalid UTF-8: 400');
+is(post('/v1/batch', '{"batch": "nope"}', Authorization => $auth)->{status}, 400, 'batch without an array: 400');
+is(post('/v1/track', '"just a string"', Authorization => $auth)->{status}, 400, 'not an object: 400');
+is($http->get("$base/v1/nowhere")->{status}, 404, 'unknown path: 404');
+$r = $http->get("$base/v1/track");
+is($r->{status}, 405, 'GET on an endpoint: 405');
+is($r->{headers}{allow}, 'POST, OPTIONS', 'with Allow');
+is(post('/v1/track', '{"userId": "u", "event": "x"}', Authorization => $auth, 'Content-Encoding' => 'br')->{status},
+	415, 'unsupported content encoding: 415');
+
+my $big = '{"userId": "u", "event": "x", "properties": {"blob": "' . ('x' x 600_000) . '"}}';
+$r = post('/v1/track', $big, Authorization => $auth);
+is($r->{status}, 413, 'body over 500 KB: 413');
+like($r->{content}, qr/too large/, 'with a JSON error');
+
+# a gzip bomb: 50 MB of zeros in a few KB
+my $bomb;
+gzip \('{"batch": [' . ('0' x 50_000_000)) => \$bomb or die $GzipError;
+is(post('/v1/batch', $bomb, Authorization => $auth, 'Content-Encoding' => 'gzip')->{status}, 413,
+	'gzip bomb: 413 after inflating to the limit');
+
+# hostile Content-Length values, on a raw socket
+sub raw_request
+{
+	my ($text) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5) or die $!;
+	print $s $text;
+	my $resp = '';
+	while (my $line = <$s>) { $resp .= $line; }
+	close $s;
+	return $resp;
+}
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+	qr/^HTTP\/1\.1 (413|400)/, 'absurd Content-Length refused before reading');
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\nConnection: close\r\n\r\n"),
+	qr/^HTTP\/1\.1 4\d\d/, 'negative Content-Length refused');
+
+# a slow client that never finishes its body is cut off, without blocking others
+my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10) or die $!;
+print $slow "POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"userId\":";
+my $t0 = time();
+is(post('/v1/track', '{"userId": "u-1", "event": "While Slow", "messageId": "m-slow"}', Authorization => $auth)->{status},
+	200, 'other clients are served while one is slow');
+my $got = <$slow>;
+my $elapsed = time() - $t0;
+ok(!defined($got) || $got eq '' || $got =~ /^HTTP\/1\.1 4\d\d/, 'the slow client was timed out');
+cmp_ok($elapsed, '<', 8, "within the configured timeout ($elapsed s)");
+close $slow;
+
+# --- a batch with bad messages: the good ones land, the bad ones are rejects ---
+my $huge = 'y' x 40_000;
+$r = post('/v1/batch', qq({"batch": [
+  {"type": "track", "userId": "u-2", "event": "Good 1", "messageId": "b-1"},
+  {"type": "track", "userId": "u-2", "event": "Too Big", "messageId": "b-2", "properties": {"blob": "$huge"}},
+  42,
+  {"type": "track", "event": "No Ids", "messageId": "b-3"},
+  {"type": "track", "userId": "u-2", "event": "Unicode ✓ 日本語", "messageId": "b-4",
+   "properties": {"emoji": "🛒", "ctl": "tab\\tnewline\\ncr\\rbell\\u0007", "back": "a\\\\b"}}
+], "context": {"library": {"name": "test"}}}), Authorization => $auth);
+is($r->{status}, 200, 'a batch with bad messages is accepted');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(event, ',' ORDER BY event_id) FROM cdp.events WHERE event_id LIKE 'b-%'"),
+	'Good 1,Unicode ✓ 日本語', 'the good ones landed');
+is($node->safe_psql('postgres', q{SELECT properties->>'ctl' = E'tab\tnewline\ncr\rbell\u0007' AND properties->>'back' = 'a\b'
+	FROM cdp.events WHERE event_id = 'b-4'}), 't', 'control characters and backslashes survive COPY');
+is($node->safe_psql('postgres', "SELECT context->'library'->>'name' FROM cdp.events WHERE event_id = 'b-1'"), 'test',
+	'the batch context reaches its messages');
+is($node->safe_psql('postgres', q{SELECT string_agg(sqlstate || ' ' || reason, '; ' ORDER BY reject_id) FROM cdp.inbox_rejects}),
+	'54000 message is larger than 32768 bytes; 22023 message must be a JSON object; 22023 message needs "userId" or "anonymousId"',
+	'the bad ones are rejects with their reason');
+
+# received_at is the arrival time, used for clock-skew correction
+post('/v1/track', '{"userId": "u-3", "event": "Skewed", "messageId": "m-skew", "timestamp": "2020-01-01T00:00:00Z", "sentAt": "2020-01-01T00:01:00Z"}',
+	Authorization => $auth);
+wait_drained();
+is($node->safe_psql('postgres', q{SELECT abs(extract(epoch FROM (received_at - interval '1 minute') - occurred_at)) < 0.001
+	FROM cdp.events WHERE event_id = 'm-skew'}), 't', 'timestamp corrected with the stamped receivedAt');
+
+# --- CORS and the settings document analytics.js loads ---
+$r = $http->request('OPTIONS', "$base/v1/t", { headers => { Origin => 'http://shop.test',
+	'Access-Control-Request-Headers' => 'content-type' } });
+is($r->{status}, 204, 'preflight answered');
+is($r->{headers}{'access-control-allow-origin'}, 'http://shop.test', 'origin allowed');
+like($r->{headers}{'access-control-allow-methods'}, qr/POST/, 'POST allowed');
+$r = $http->get("$base/v1/projects/web-write-key-0123456789/settings");
+is($r->{status}, 200, 'settings document served');
+like($r->{content}, qr/"apiHost":"127\.0\.0\.1:$port\/v1","protocol":"http"/, 'pointing Segment.io at the collector');
+
+# --- PostgreSQL goes away: 503, and back: 200 ---
+$node->stop('fast');
+$r = post('/v1/track', '{"userId": "u-1", "event": "While Down", "messageId": "m-down"}', Authorization => $auth);
+is($r->{status}, 503, 'PostgreSQL down: 503 so SDKs retry');
+$node->start;
+my $status = 0;
+for (1 .. 50)
+{
+	$status = post('/v1/track', '{"userId": "u-1", "event": "While Down", "messageId": "m-down"}', Authorization => $auth)->{status};
+	last if $status == 200;
+	usleep(200_000);
+}
+is($status, 200, 'accepted again once PostgreSQL is back');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-down'"), '1', 'the retried event landed once');
+
+# --- SIGTERM: flush and exit 0 ---
+post('/v1/track', '{"userId": "u-1", "event": "Last", "messageId": "m-last"}', Authorization => $auth);
+$collector->signal('TERM');
+$collector->finish;
+is($collector->full_result(0), 0, 'SIGTERM: exit status 0');
+like($err, qr/stopped/, 'logged its stop');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-last'"), '1',
+	'what it acknowledged before stopping is stored');
+
+# bad configuration: exit status 1; a port in use: 2
+my $rc = system('pg_cdp_collector', '--batch-size', 'lots');
+is($rc >> 8, 1, 'bad option value: exit status 1');
+my $busy_port = PostgreSQL::Test::Cluster::get_free_port();
+my $holder = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $busy_port, Listen => 1, ReuseAddr => 1)
+  or die "cannot hold port $busy_port: $!";
+my $second = IPC::Run::start([ 'pg_cdp_collector', '--port', $busy_port, '--dbname', $conninfo ],
+	'>', \$out, '2>', \$err, IPC::Run::timeout(20));
+$second->finish;
+is($second->full_result(0) >> 8, 2, 'port in use: exit status 2');
+close $holder;
+
+$node->stop;
+done_testing();
