@@ -42,6 +42,11 @@ extern void lineset_add(LineSet *set, const char *message, const char *received_
 						const char *source, const char *reject_reason);
 extern void lineset_free(LineSet *set);
 
+struct json_t;
+extern void lineset_add_json(LineSet *set, struct json_t *msg, size_t max_bytes,
+							 const char *received_at, const char *source,
+							 const char *too_large_reason);
+
 typedef enum SubmitResult
 {
 	SUBMIT_COMMITTED,

@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -209,6 +210,7 @@ typedef struct Request
 	const char *type;			/* message type of the endpoint, NULL for batch */
 	char	   *body;
 	size_t		len;
+	size_t		cap;
 	bool		too_large;
 	char		received_at[40];
 } Request;
@@ -265,6 +267,10 @@ collect_lines(Request *req, json_t *body, const char *source, LineSet *set,
 	json_t	   *batch_sent_at = NULL;
 	size_t		i;
 	json_t	   *msg;
+	char		too_large[96];
+
+	snprintf(too_large, sizeof(too_large), "54000: message is larger than %d bytes",
+			 cfg.max_message);
 
 	if (!json_is_object(body))
 	{
@@ -310,24 +316,7 @@ collect_lines(Request *req, json_t *body, const char *source, LineSet *set,
 			json_object_set(msg, "context", batch_context);
 		if (batch_sent_at && !json_object_get(msg, "sentAt"))
 			json_object_set(msg, "sentAt", batch_sent_at);
-		text = json_dumps(msg, JSON_COMPACT);
-		if (text == NULL)
-		{
-			lineset_add(set, "{}", req->received_at, source,
-						"22023: message could not be serialized");
-			continue;
-		}
-		if (strlen(text) > (size_t) cfg.max_message)
-		{
-			char		reason[96];
-
-			snprintf(reason, sizeof(reason), "54000: message is larger than %d bytes",
-					 cfg.max_message);
-			lineset_add(set, text, req->received_at, source, reason);
-		}
-		else
-			lineset_add(set, text, req->received_at, source, NULL);
-		free(text);
+		lineset_add_json(set, msg, cfg.max_message, req->received_at, source, too_large);
 	}
 	json_decref(batch);
 	return 0;
@@ -506,6 +495,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
 			req->too_large = true;
+		else if (cl && strtoull(cl, NULL, 10) > 0)
+		{
+			/* one allocation for the whole body */
+			req->cap = strtoull(cl, NULL, 10) + 1;
+			req->body = malloc(req->cap);
+			if (req->body == NULL)
+			{
+				free(req);
+				return MHD_NO;
+			}
+		}
 		req->routed = true;
 		req->type = routes[r].type;
 		format_now(req->received_at, sizeof(req->received_at));
@@ -526,12 +526,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			}
 			else
 			{
-				char	   *nb = realloc(req->body, req->len + *upload_data_size + 1);
+				if (req->len + *upload_data_size + 1 > req->cap)
+				{
+					size_t		cap = (req->len + *upload_data_size + 1) * 2;
+					char	   *nb = realloc(req->body, cap);
 
-				if (nb == NULL)
-					return MHD_NO;
-				memcpy(nb + req->len, upload_data, *upload_data_size);
-				req->body = nb;
+					if (nb == NULL)
+						return MHD_NO;
+					req->body = nb;
+					req->cap = cap;
+				}
+				memcpy(req->body + req->len, upload_data, *upload_data_size);
 				req->len += *upload_data_size;
 				req->body[req->len] = '\0';
 			}
@@ -811,6 +816,10 @@ main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	/* Bodies and batches are large and short-lived: keep them off mmap. */
+	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
 	queue_start(&cfg);
 	sources_start(&cfg);

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "collector.h"
@@ -59,7 +60,7 @@ reserve(LineSet *set, size_t more)
 {
 	if (set->len + more + 1 > set->cap)
 	{
-		size_t		cap = set->cap ? set->cap : 4096;
+		size_t		cap = set->cap ? set->cap : 65536;
 
 		while (cap < set->len + more + 1)
 			cap *= 2;
@@ -173,6 +174,83 @@ lineset_add(LineSet *set, const char *message, const char *received_at,
 	reserve(set, 1);
 	set->data[set->len++] = '\t';
 	add_field(set, reject_reason);
+	reserve(set, 1);
+	set->data[set->len++] = '\n';
+	set->nlines++;
+}
+
+/* jansson dump callback: escape straight into the line set. */
+typedef struct DumpTarget
+{
+	LineSet    *set;
+	size_t		raw;			/* bytes before escaping */
+} DumpTarget;
+
+static int
+dump_escaped(const char *buffer, size_t size, void *data)
+{
+	DumpTarget *t = data;
+	LineSet    *set = t->set;
+
+	t->raw += size;
+	reserve(set, size * 2);
+	for (size_t i = 0; i < size; i++)
+	{
+		char		c = buffer[i];
+
+		switch (c)
+		{
+			case '\\':
+				set->data[set->len++] = '\\';
+				set->data[set->len++] = '\\';
+				break;
+			case '\n':
+				set->data[set->len++] = '\\';
+				set->data[set->len++] = 'n';
+				break;
+			case '\r':
+				set->data[set->len++] = '\\';
+				set->data[set->len++] = 'r';
+				break;
+			case '\t':
+				set->data[set->len++] = '\\';
+				set->data[set->len++] = 't';
+				break;
+			default:
+				set->data[set->len++] = c;
+		}
+	}
+	return 0;
+}
+
+/*
+ * lineset_add_json serializes msg straight into the set as one line (no
+ * intermediate string); a message over max_bytes keeps its text but gets
+ * the reason, so the drain keeps it as a reject.
+ */
+void
+lineset_add_json(LineSet *set, json_t *msg, size_t max_bytes, const char *received_at,
+				 const char *source, const char *too_large_reason)
+{
+	DumpTarget	t = {set, 0};
+	size_t		start = set->len;
+
+	if (json_dump_callback(msg, dump_escaped, &t, JSON_COMPACT) != 0 ||
+		!valid_utf8((const unsigned char *) set->data + start, set->len - start))
+	{
+		set->len = start;
+		lineset_add(set, "{}", received_at, source, "22021: message could not be serialized as UTF-8");
+		return;
+	}
+	reserve(set, 1);
+	set->data[set->len++] = '\t';
+	add_field(set, received_at);
+	reserve(set, 1);
+	set->data[set->len++] = '\t';
+	add_field(set, source);
+	reserve(set, 1);
+	set->data[set->len++] = '\t';
+	add_field(set, t.raw > max_bytes ? too_large_reason : NULL);
 	reserve(set, 1);
 	set->data[set->len++] = '\n';
 	set->nlines++;
