@@ -42,33 +42,6 @@ static const char *const message_types[] = {
 	"track", "identify", "page", "screen", "alias", "group", NULL
 };
 
-/* Parse a timestamp without throwing; false when it is not one. */
-static bool
-parse_timestamptz(const char *s, TimestampTz *out)
-{
-	fsec_t		fsec;
-	struct pg_tm tm;
-	int			tz;
-	int			dtype;
-	int			nf;
-	char	   *field[MAXDATEFIELDS];
-	int			ftype[MAXDATEFIELDS];
-	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-
-	if (strlen(s) > MAXDATELEN)
-		return false;
-	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
-					  MAXDATEFIELDS, &nf) != 0)
-		return false;
-	if (DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0)
-		return false;
-	if (dtype != DTK_DATE)
-		return false;
-	if (tm2timestamp(&tm, fsec, &tz, out) != 0)
-		return false;
-	return IS_VALID_TIMESTAMP(*out);
-}
-
 /* A random message id for messages sent without one (no dedupe). */
 static char *
 generated_id(void)
@@ -173,7 +146,7 @@ timestamp_field(Jsonb *obj, CdpMessage *m, const char *field, TimestampTz *out)
 		return false;
 	}
 	s = pnstrdup(v.val.string.val, v.val.string.len);
-	if (!parse_timestamptz(s, out))
+	if (!cdp_parse_timestamptz(s, out))
 	{
 		field_error(m, ERRCODE_INVALID_DATETIME_FORMAT, field,
 					psprintf("is not a valid timestamp: \"%s\"", s),
@@ -471,7 +444,6 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 {
 	static SPIPlanPtr event_plan = NULL;
 	static SPIPlanPtr mid_plan = NULL;
-	static SPIPlanPtr traits_plan = NULL;
 	static SPIPlanPtr issue_plan = NULL;
 	int			n = 0;
 	int			nmid = 0;
@@ -603,49 +575,18 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 	/* Traits of identify messages, folded per profile first. */
 	if (ntraits > 0)
 	{
-		int64	   *tp = palloc(sizeof(int64) * ntraits);
-		Jsonb	  **tt = palloc(sizeof(Jsonb *) * ntraits);
-		Jsonb	  **tm = palloc(sizeof(Jsonb *) * ntraits);
-		int			k = 0;
+		CdpTraitFold fold = {0};
 
 		for (int i = 0; i < nmsgs; i++)
 		{
 			CdpMessage *m = &msgs[i];
-			Jsonb	   *meta;
-			int			j;
 
 			if (m->err.sqlerrcode || m->duplicate || m->traits == NULL)
 				continue;
-			meta = cdp_traits_meta_for(m->traits, m->occurred_at, m->channel);
-			for (j = 0; j < k; j++)
-				if (tp[j] == m->profile_id)
-					break;
-			if (j == k)
-			{
-				tp[k] = m->profile_id;
-				tt[k] = m->traits;
-				tm[k] = meta;
-				k++;
-			}
-			else
-				tt[j] = cdp_traits_merge(tt[j], tm[j], m->traits, meta, &tm[j]);
+			cdp_trait_fold_add(&fold, m->profile_id, m->traits,
+							   cdp_traits_meta_for(m->traits, m->occurred_at, m->channel));
 		}
-		if (traits_plan == NULL)
-		{
-			Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
-
-			traits_plan = cdp_prepare("UPDATE cdp.profiles AS p "
-									  "SET traits = cdp.merge_traits(p.traits, p.trait_meta, u.t, u.m), "
-									  "    trait_meta = cdp.merge_trait_meta(p.trait_meta, u.m), "
-									  "    updated_at = $4 "
-									  "FROM unnest($1::int8[], $2::jsonb[], $3::jsonb[]) AS u(id, t, m) "
-									  "WHERE p.profile_id = u.id", 4, argtypes);
-		}
-		args[0] = cdp_int8_array(tp, k);
-		args[1] = cdp_jsonb_array(tt, k);
-		args[2] = cdp_jsonb_array(tm, k);
-		args[3] = TimestampTzGetDatum(now);
-		cdp_spi_exec(traits_plan, args, SPI_OK_UPDATE);
+		cdp_trait_fold_apply(&fold);
 	}
 
 	cdp_mark_profiles_changed(pids, n, "event");

@@ -131,7 +131,6 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 {
 	static SPIPlanPtr snap_plan = NULL;
 	static SPIPlanPtr ident_plan = NULL;
-	static SPIPlanPtr traits_plan = NULL;
 	static SPIPlanPtr delete_plan = NULL;
 	static SPIPlanPtr log_plan = NULL;
 	HASHCTL		ctl;
@@ -305,48 +304,15 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 
 	/* Survivorship: fold each loser's own traits into its final winner. */
 	{
-		int64	   *fw = palloc(sizeof(int64) * nsteps);
-		Jsonb	  **ft = palloc(sizeof(Jsonb *) * nsteps);
-		Jsonb	  **fm = palloc(sizeof(Jsonb *) * nsteps);
-		int			nf = 0;
+		CdpTraitFold fold = {0};
 
 		for (int s = 0; s < nsteps; s++)
 		{
 			ProfSnap   *p = hash_search(snaps, &losers[s], HASH_FIND, NULL);
-			int			k;
 
-			if (p->traits == NULL)
-				continue;
-			for (k = 0; k < nf; k++)
-				if (fw[k] == finals[s])
-					break;
-			if (k == nf)
-			{
-				fw[nf] = finals[s];
-				ft[nf] = p->traits;
-				fm[nf] = p->meta;
-				nf++;
-			}
-			else
-				ft[k] = cdp_traits_merge(ft[k], fm[k], p->traits, p->meta, &fm[k]);
+			cdp_trait_fold_add(&fold, finals[s], p->traits, p->meta);
 		}
-		if (nf > 0)
-		{
-			Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
-
-			if (traits_plan == NULL)
-				traits_plan = cdp_prepare("UPDATE cdp.profiles AS p "
-										  "SET traits = cdp.merge_traits(p.traits, p.trait_meta, u.t, u.m), "
-										  "    trait_meta = cdp.merge_trait_meta(p.trait_meta, u.m), "
-										  "    updated_at = $4 "
-										  "FROM unnest($1::int8[], $2::jsonb[], $3::jsonb[]) AS u(id, t, m) "
-										  "WHERE p.profile_id = u.id", 4, argtypes);
-			args[0] = cdp_int8_array(fw, nf);
-			args[1] = cdp_jsonb_array(ft, nf);
-			args[2] = cdp_jsonb_array(fm, nf);
-			args[3] = TimestampTzGetDatum(now);
-			cdp_spi_exec(traits_plan, args, SPI_OK_UPDATE);
-		}
+		cdp_trait_fold_apply(&fold);
 	}
 
 	move_rows(losers, finals, nsteps);

@@ -162,26 +162,12 @@ static bool
 check_fake_now(char **newval, void **extra, GucSource source)
 {
 	/* Validate eagerly so a typo fails at SET, not at the next ingest. */
-	if (*newval && (*newval)[0] != '\0')
-	{
-		TimestampTz ts;
-		fsec_t		fsec;
-		struct pg_tm tm;
-		int			tz;
-		int			dtype;
-		int			nf;
-		char	   *field[MAXDATEFIELDS];
-		int			ftype[MAXDATEFIELDS];
-		char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	TimestampTz ts;
 
-		if (ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype,
-						  MAXDATEFIELDS, &nf) != 0 ||
-			DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
-			dtype != DTK_DATE || tm2timestamp(&tm, fsec, &tz, &ts) != 0)
-		{
-			GUC_check_errdetail("cdp.fake_now must be a timestamp with time zone, or empty.");
-			return false;
-		}
+	if (*newval && (*newval)[0] != '\0' && !cdp_parse_timestamptz(*newval, &ts))
+	{
+		GUC_check_errdetail("cdp.fake_now must be a timestamp with time zone, or empty.");
+		return false;
 	}
 	return true;
 }

@@ -185,6 +185,20 @@ extern Jsonb *cdp_traits_meta_for(Jsonb *traits, TimestampTz at,
 								  const char *source);
 extern void cdp_mark_profiles_changed(int64 *ids, int n, const char *reason);
 
+typedef struct CdpTraitFold
+{
+	int64	   *ids;
+	Jsonb	  **traits;
+	Jsonb	  **meta;
+	int			n;
+	int			cap;
+} CdpTraitFold;
+
+extern void cdp_trait_fold_add(CdpTraitFold *f, int64 profile_id, Jsonb *traits,
+							   Jsonb *meta);
+extern void cdp_trait_fold_apply(CdpTraitFold *f);
+extern bool cdp_parse_timestamptz(const char *s, TimestampTz *out);
+
 /* ingest.c */
 extern bool cdp_parse_segment_message(Jsonb *msg, CdpMessage *out,
 									  TimestampTz received_at);

@@ -311,6 +311,67 @@ cdp_merge_trait_meta_sql(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Trait folds: deltas (traits with their meta) gathered per profile over a
+ * batch, then applied in one UPDATE.  The UPDATE merges with what is
+ * stored under the row lock, so concurrent writers of one profile compose.
+ */
+void
+cdp_trait_fold_add(CdpTraitFold *f, int64 profile_id, Jsonb *traits, Jsonb *meta)
+{
+	int			k;
+
+	if (traits == NULL)
+		return;
+	for (k = 0; k < f->n; k++)
+		if (f->ids[k] == profile_id)
+			break;
+	if (k < f->n)
+	{
+		f->traits[k] = cdp_traits_merge(f->traits[k], f->meta[k], traits, meta, &f->meta[k]);
+		return;
+	}
+	if (f->n >= f->cap)
+	{
+		f->cap = Max(16, f->cap * 2);
+		f->ids = f->ids ? repalloc(f->ids, sizeof(int64) * f->cap) : palloc(sizeof(int64) * f->cap);
+		f->traits = f->traits ? repalloc(f->traits, sizeof(Jsonb *) * f->cap) :
+			palloc(sizeof(Jsonb *) * f->cap);
+		f->meta = f->meta ? repalloc(f->meta, sizeof(Jsonb *) * f->cap) :
+			palloc(sizeof(Jsonb *) * f->cap);
+	}
+	f->ids[f->n] = profile_id;
+	f->traits[f->n] = traits;
+	f->meta[f->n] = meta;
+	f->n++;
+}
+
+void
+cdp_trait_fold_apply(CdpTraitFold *f)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+
+	if (f->n == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			argtypes[4] = {INT8ARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
+
+		plan = cdp_prepare("UPDATE cdp.profiles AS p "
+						   "SET traits = cdp.merge_traits(p.traits, p.trait_meta, u.t, u.m), "
+						   "    trait_meta = cdp.merge_trait_meta(p.trait_meta, u.m), "
+						   "    updated_at = $4 "
+						   "FROM unnest($1::int8[], $2::jsonb[], $3::jsonb[]) AS u(id, t, m) "
+						   "WHERE p.profile_id = u.id", 4, argtypes);
+	}
+	args[0] = cdp_int8_array(f->ids, f->n);
+	args[1] = cdp_jsonb_array(f->traits, f->n);
+	args[2] = cdp_jsonb_array(f->meta, f->n);
+	args[3] = TimestampTzGetDatum(cdp_now());
+	cdp_spi_exec(plan, args, SPI_OK_UPDATE);
+}
+
+/*
  * cdp_mark_profiles_changed records that profiles changed, for the segment
  * engine.  Repeated marks of one profile cost nothing more.
  */

@@ -25,6 +25,7 @@
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 
@@ -344,4 +345,31 @@ cdp_jsonb_pair(const char *key, const char *value)
 	pushJsonbValue(&state, WJB_KEY, &k);
 	pushJsonbValue(&state, WJB_VALUE, &v);
 	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * cdp_parse_timestamptz parses a timestamp with time zone without
+ * throwing: false when s is not one (or is infinite, or out of range).
+ */
+bool
+cdp_parse_timestamptz(const char *s, TimestampTz *out)
+{
+	fsec_t		fsec;
+	struct pg_tm tm;
+	int			tz;
+	int			dtype;
+	int			nf;
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+
+	if (strlen(s) > MAXDATELEN)
+		return false;
+	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
+					  MAXDATEFIELDS, &nf) != 0 ||
+		DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE ||
+		tm2timestamp(&tm, fsec, &tz, out) != 0)
+		return false;
+	return IS_VALID_TIMESTAMP(*out);
 }

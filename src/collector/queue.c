@@ -115,21 +115,14 @@ valid_utf8(const unsigned char *s, size_t len)
 	return true;
 }
 
-/* Append a field in COPY text format: backslash, newline, CR, tab escaped. */
+/* Append bytes in COPY text format: backslash, newline, CR, tab escaped. */
 static void
-add_field(LineSet *set, const char *value)
+append_escaped(LineSet *set, const char *buf, size_t size)
 {
-	if (value == NULL)
+	reserve(set, size * 2);
+	for (size_t i = 0; i < size; i++)
 	{
-		reserve(set, 2);
-		memcpy(set->data + set->len, "\\N", 2);
-		set->len += 2;
-		return;
-	}
-	reserve(set, strlen(value) * 2);
-	for (const char *p = value; *p; p++)
-	{
-		char		c = *p;
+		char		c = buf[i];
 
 		switch (c)
 		{
@@ -155,16 +148,25 @@ add_field(LineSet *set, const char *value)
 	}
 }
 
-void
-lineset_add(LineSet *set, const char *message, const char *received_at,
-			const char *source, const char *reject_reason)
+/* Append a field; NULL is COPY's \N. */
+static void
+add_field(LineSet *set, const char *value)
 {
-	if (!valid_utf8((const unsigned char *) message, strlen(message)))
+	if (value == NULL)
 	{
-		message = "\"(message dropped: not valid UTF-8)\"";
-		reject_reason = "22021: message is not valid UTF-8";
+		reserve(set, 2);
+		memcpy(set->data + set->len, "\\N", 2);
+		set->len += 2;
+		return;
 	}
-	add_field(set, message);
+	append_escaped(set, value, strlen(value));
+}
+
+/* End a line: the three fields after the message, then the newline. */
+static void
+finish_line(LineSet *set, const char *received_at, const char *source,
+			const char *reject_reason)
+{
 	reserve(set, 1);
 	set->data[set->len++] = '\t';
 	add_field(set, received_at);
@@ -179,6 +181,19 @@ lineset_add(LineSet *set, const char *message, const char *received_at,
 	set->nlines++;
 }
 
+void
+lineset_add(LineSet *set, const char *message, const char *received_at,
+			const char *source, const char *reject_reason)
+{
+	if (!valid_utf8((const unsigned char *) message, strlen(message)))
+	{
+		message = "\"(message dropped: not valid UTF-8)\"";
+		reject_reason = "22021: message is not valid UTF-8";
+	}
+	add_field(set, message);
+	finish_line(set, received_at, source, reject_reason);
+}
+
 /* jansson dump callback: escape straight into the line set. */
 typedef struct DumpTarget
 {
@@ -190,36 +205,9 @@ static int
 dump_escaped(const char *buffer, size_t size, void *data)
 {
 	DumpTarget *t = data;
-	LineSet    *set = t->set;
 
 	t->raw += size;
-	reserve(set, size * 2);
-	for (size_t i = 0; i < size; i++)
-	{
-		char		c = buffer[i];
-
-		switch (c)
-		{
-			case '\\':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = '\\';
-				break;
-			case '\n':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 'n';
-				break;
-			case '\r':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 'r';
-				break;
-			case '\t':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 't';
-				break;
-			default:
-				set->data[set->len++] = c;
-		}
-	}
+	append_escaped(t->set, buffer, size);
 	return 0;
 }
 
@@ -242,18 +230,7 @@ lineset_add_json(LineSet *set, json_t *msg, size_t max_bytes, const char *receiv
 		lineset_add(set, "{}", received_at, source, "22021: message could not be serialized as UTF-8");
 		return;
 	}
-	reserve(set, 1);
-	set->data[set->len++] = '\t';
-	add_field(set, received_at);
-	reserve(set, 1);
-	set->data[set->len++] = '\t';
-	add_field(set, source);
-	reserve(set, 1);
-	set->data[set->len++] = '\t';
-	add_field(set, t.raw > max_bytes ? too_large_reason : NULL);
-	reserve(set, 1);
-	set->data[set->len++] = '\n';
-	set->nlines++;
+	finish_line(set, received_at, source, t.raw > max_bytes ? too_large_reason : NULL);
 }
 
 void
