@@ -43,6 +43,9 @@ EXTRA_CLEAN = tmp_regress tmp_isolation test/output_iso results regression.* \
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# After the include: Makefile.global resets it. TAP tests share test/perl.
+PROVE_FLAGS = -I test/perl
+
 $(DATA_built): $(SQL_PARTS) pg_cdp.control
 	( echo '-- generated from src/*.sql by the Makefile: edit those files'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION pg_cdp" to load this file. \quit'; \

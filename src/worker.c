@@ -227,7 +227,8 @@ cdp_worker_main(Datum main_arg)
 	{
 		bool		busy = false;
 		bool		missing = false;
-		long		nap = cdp_naptime;
+		bool		round_failed;
+		long		nap;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -238,17 +239,18 @@ cdp_worker_main(Datum main_arg)
 
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
+		round_failed = false;
 		for (int t = 0; t < lengthof(tasks) && !missing; t++)
 		{
 			bool		more = false;
 
-			if (run_task(&tasks[t], &more, &missing))
-				failures = 0;
-			else
-				failures++;
+			if (!run_task(&tasks[t], &more, &missing))
+				round_failed = true;
 			busy = busy || more;
 			MemoryContextSwitchTo(round_cxt);
 		}
+		/* A round with any failed task counts, so a poison task backs off. */
+		failures = round_failed ? failures + 1 : 0;
 
 		SpinLockAcquire(&cdp_shared->mutex);
 		cdp_shared->heartbeat = GetCurrentTimestamp();
@@ -256,6 +258,7 @@ cdp_worker_main(Datum main_arg)
 		SpinLockRelease(&cdp_shared->mutex);
 
 		/* Back off after repeated failures rather than spin on them. */
+		nap = cdp_naptime;
 		if (failures > 0)
 			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
 		if (busy && failures == 0)

@@ -6,17 +6,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CdpTestNode;
 
-my $node = PostgreSQL::Test::Cluster->new('worker');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_cdp,pg_cron'
-cron.database_name = 'postgres'
-cron.use_background_workers = on
-cdp.database = 'postgres'
-cdp.naptime = 60000
-});
-$node->start;
+my $node = cdp_node('worker', "cdp.naptime = 60000\n");
 
 # Before the extension exists the worker idles without errors.
 ok($node->poll_query_until('postgres',

@@ -7,18 +7,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CdpTestNode;
 
 my $rows = 200_000;
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_cdp,pg_cron'
-cron.database_name = 'postgres'
-cron.use_background_workers = on
-cdp.database = 'postgres'
-cdp.naptime = 200
-});
-$node->start;
+my $node = cdp_node('crash', "cdp.naptime = 200\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cdp');
 
 # Every 500th row is malformed; each row carries a unique id either way.

@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CdpTestNode;
 use HTTP::Tiny;
 use IO::Socket::INET;
 use IO::Compress::Gzip qw(gzip $GzipError);
@@ -13,16 +14,7 @@ use IPC::Run;
 use MIME::Base64;
 use Time::HiRes qw(usleep time);
 
-my $node = PostgreSQL::Test::Cluster->new('collector');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_cdp,pg_cron'
-cron.database_name = 'postgres'
-cron.use_background_workers = on
-cdp.database = 'postgres'
-cdp.naptime = 100
-});
-$node->start;
+my $node = cdp_node('collector', "cdp.naptime = 100\n");
 $node->safe_psql('postgres', q{
 CREATE EXTENSION pg_cdp;
 SELECT cdp.create_source('web', 'web-write-key-0123456789');
