@@ -24,6 +24,7 @@ typedef struct Config
 	int			max_message;	/* bytes per message */
 	int			max_pending;	/* lines waiting before 429 */
 	int			timeout_s;		/* idle connection timeout */
+	int			commit_timeout_s;	/* longest wait for a COPY to commit */
 	int			max_connections;
 	const char *public_host;
 } Config;
@@ -51,7 +52,8 @@ typedef enum SubmitResult
 {
 	SUBMIT_COMMITTED,
 	SUBMIT_BUSY,				/* too many lines waiting: 429 */
-	SUBMIT_FAILED				/* PostgreSQL refused or is gone: 503 */
+	SUBMIT_FAILED,				/* PostgreSQL refused or is gone: 503 */
+	SUBMIT_TIMEOUT				/* PostgreSQL too slow: 503 */
 } SubmitResult;
 
 extern void queue_start(const Config *cfg);

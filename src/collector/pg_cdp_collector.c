@@ -414,6 +414,10 @@ handle_post(struct MHD_Connection *conn, Request *req)
 			ret = respond_error(conn, MHD_HTTP_TOO_MANY_REQUESTS,
 								"too many messages are waiting; retry later");
 			break;
+		case SUBMIT_TIMEOUT:
+			ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+								"the database is too slow; retry later");
+			break;
 		default:
 			ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
 								"the messages could not be stored; retry later");
@@ -582,6 +586,7 @@ usage(FILE *out)
 			"      --max-message BYTES  largest message inside a batch (default 32768)\n"
 			"      --max-pending N      lines waiting for PostgreSQL before 429 (default 50000)\n"
 			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
+			"      --commit-timeout SEC longest wait for PostgreSQL to commit, then 503 (default 10)\n"
 			"      --max-connections N  concurrent connections (default 512)\n"
 			"      --public-host HOST   host:port the browser reaches (settings document)\n"
 			"  -h, --help               show this help\n"
@@ -631,6 +636,7 @@ set_option(const char *name, const char *value)
 	INTOPT("max-message", max_message, 256, 16 * 1024 * 1024);
 	INTOPT("max-pending", max_pending, 100, 10000000);
 	INTOPT("timeout", timeout_s, 1, 3600);
+	INTOPT("commit-timeout", commit_timeout_s, 1, 3600);
 	INTOPT("max-connections", max_connections, 1, 100000);
 #undef INTOPT
 	log_msg("FATAL", "unknown setting \"%s\"", name);
@@ -718,11 +724,12 @@ main(int argc, char **argv)
 		{"timeout", required_argument, NULL, 4},
 		{"max-connections", required_argument, NULL, 5},
 		{"public-host", required_argument, NULL, 6},
+		{"commit-timeout", required_argument, NULL, 7},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
-	"max-connections", "public-host"};
+	"max-connections", "public-host", "commit-timeout"};
 	int			c;
 	struct sockaddr_in addr;
 	struct sigaction sa;
@@ -737,6 +744,7 @@ main(int argc, char **argv)
 	cfg.max_message = 32768;
 	cfg.max_pending = 50000;
 	cfg.timeout_s = 10;
+	cfg.commit_timeout_s = 10;
 	cfg.max_connections = 512;
 
 	/* The config file first, so that command-line options win. */
@@ -783,6 +791,7 @@ main(int argc, char **argv)
 			case 4:
 			case 5:
 			case 6:
+			case 7:
 				ok = set_option(names[c], optarg);
 				break;
 			case 'h':

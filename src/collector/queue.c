@@ -274,6 +274,7 @@ queue_submit(LineSet *set)
 {
 	Batch	   *b;
 	int			status;
+	struct timespec deadline;
 
 	if (set->nlines == 0)
 		return SUBMIT_COMMITTED;
@@ -294,15 +295,26 @@ queue_submit(LineSet *set)
 	pending_lines += set->nlines;
 	pthread_cond_signal(&work);
 
+	/*
+	 * Wait for the outcome, but not forever: a client told 503 retries, and
+	 * should the COPY still commit, the retry is a duplicate that ingest
+	 * drops.
+	 */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += cfg->commit_timeout_s;
 	while (b->status == 0)
-		pthread_cond_wait(&done, &lock);
+		if (pthread_cond_timedwait(&done, &lock, &deadline) == ETIMEDOUT)
+			break;
 	status = b->status;
-	if (--b->waiters == 0)
+	if (--b->waiters == 0 && status != 0)
 	{
+		/* the flusher is done with it; an unfinished one it frees itself */
 		lineset_free(&b->lines);
 		free(b);
 	}
 	pthread_mutex_unlock(&lock);
+	if (status == 0)
+		return SUBMIT_TIMEOUT;
 	return status > 0 ? SUBMIT_COMMITTED : SUBMIT_FAILED;
 }
 

@@ -178,6 +178,48 @@ $r = $http->get("$base/v1/projects/web-write-key-0123456789/settings");
 is($r->{status}, 200, 'settings document served');
 like($r->{content}, qr/"apiHost":"127\.0\.0\.1:$port\/v1","protocol":"http"/, 'pointing Segment.io at the collector');
 
+# --- back-pressure (429) and a slow database (503) ---
+{
+	my $port2 = PostgreSQL::Test::Cluster::get_free_port();
+	my ($o2, $e2) = ('', '');
+	my $c2 = IPC::Run::start(
+		[ 'pg_cdp_collector', '--port', $port2, '--dbname', $conninfo, '--max-pending', '150',
+		  '--commit-timeout', '2', '--flushers', '1' ], '>', \$o2, '2>', \$e2);
+	for (1 .. 50) { last if $http->get("http://127.0.0.1:$port2/health")->{success}; usleep(100_000); }
+
+	# a session holds the inbox locked, so the collector's COPY waits
+	my ($lo, $le) = ('', '');
+	my $locker = IPC::Run::start(
+		[ 'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-c',
+		  'BEGIN; LOCK TABLE cdp.inbox IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;' ],
+		'>', \$lo, '2>', \$le);
+	$node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_locks WHERE relation = 'cdp.inbox'::regclass AND mode = 'AccessExclusiveLock' AND granted")
+	  or die 'no lock';
+
+	my $hundred = '{"batch": [' . join(',', map { qq({"type": "track", "userId": "u-bp", "event": "BP", "messageId": "bp-$_"}) } 1 .. 100) . ']}';
+	my $a = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port2, Timeout => 20) or die $!;
+	print $a "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Type: application/json\r\n"
+	  . "Content-Length: " . length($hundred) . "\r\nConnection: close\r\n\r\n$hundred";
+	usleep(300_000);
+	my $b = $http->request('POST', "http://127.0.0.1:$port2/v1/batch",
+		{ content => $hundred =~ s/bp-/bq-/gr, headers => { Authorization => $auth } });
+	is($b->{status}, 429, 'too many lines waiting: 429');
+	is($b->{headers}{'retry-after'}, '1', 'with Retry-After');
+	my $first = <$a>;
+	like($first, qr/^HTTP\/1\.1 503/, 'a commit slower than --commit-timeout: 503');
+	close $a;
+	$locker->finish;
+	# the client retries; the COPY that timed out committed meanwhile: no duplicates
+	$b = $http->request('POST', "http://127.0.0.1:$port2/v1/batch", { content => $hundred, headers => { Authorization => $auth } });
+	is($b->{status}, 200, 'the retry is accepted');
+	wait_drained();
+	is($node->safe_psql('postgres', "SELECT count(*), count(DISTINCT event_id) FROM cdp.events WHERE event_id LIKE 'bp-%'"),
+		'100|100', 'each message of the retried batch stored once');
+	$c2->signal('TERM');
+	$c2->finish;
+}
+
 # --- PostgreSQL goes away: 503, and back: 200 ---
 $node->stop('fast');
 $r = post('/v1/track', '{"userId": "u-1", "event": "While Down", "messageId": "m-down"}', Authorization => $auth);
