@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 set -e
 base_packages
+scripts/node_deps.sh      # node, npm, chromium and the SDKs for the collector's tests
 build_and_install
 set +e
 

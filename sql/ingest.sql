@@ -71,6 +71,11 @@ SELECT cdp.ingest('{"type": "track", "userId": "u-100", "event": "Skewed", "mess
                     "timestamp": "2026-04-30T09:00:00Z", "sentAt": "2026-04-30T09:05:00Z",
                     "receivedAt": "2026-04-30T10:05:00Z"}') IS NOT NULL;
 SELECT occurred_at, received_at FROM cdp.events WHERE event_id = 'skew-1';
+-- RudderStack sends the client time as originalTimestamp, corrected the same way
+SELECT cdp.ingest('{"type": "track", "userId": "u-100", "event": "Rudder", "messageId": "skew-2",
+                    "originalTimestamp": "2026-04-30T09:00:00Z", "sentAt": "2026-04-30T10:00:00Z",
+                    "receivedAt": "2026-04-30T10:00:02Z"}') IS NOT NULL;
+SELECT occurred_at FROM cdp.events WHERE event_id = 'skew-2';
 -- no timestamp: the time of receipt (cdp.now())
 SELECT cdp.ingest('{"type": "track", "userId": "u-100", "event": "Now", "messageId": "now-1"}') IS NOT NULL;
 SELECT occurred_at FROM cdp.events WHERE event_id = 'now-1';

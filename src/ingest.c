@@ -14,8 +14,8 @@
  * Segment-spec fields read (https://segment.com/docs/connections/spec/):
  * type, messageId, userId, anonymousId, previousId (alias), event (track),
  * name and category (page, screen), groupId (group), traits, properties,
- * context (context.traits, context.externalIds), channel, timestamp,
- * sentAt and receivedAt.  pg_cdp also reads a top-level "identifiers"
+ * context (context.traits, context.externalIds), channel, timestamp (or
+ * originalTimestamp, as RudderStack sends it), sentAt and receivedAt.  pg_cdp also reads a top-level "identifiers"
  * object of type → value, as cdp.track takes.
  *
  *-------------------------------------------------------------------------
@@ -409,7 +409,10 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 		out->channel = cdp_jsonb_get_text(context, "channel", NULL);
 
 	/* Time, with Segment's clock-skew correction. */
+	/* RudderStack's SDKs send the client's time as originalTimestamp only. */
 	has_ts = timestamp_field(msg, out, "timestamp", &ts);
+	if (!has_ts)
+		has_ts = timestamp_field(msg, out, "originalTimestamp", &ts);
 	has_sent = timestamp_field(msg, out, "sentAt", &sent_at);
 	if (timestamp_field(msg, out, "receivedAt", &msg_received) && received_at == 0)
 		out->received_at = msg_received;

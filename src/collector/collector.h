@@ -27,6 +27,7 @@ typedef struct Config
 	int			commit_timeout_s;	/* longest wait for a COPY to commit */
 	int			max_connections;
 	const char *public_host;
+	bool		public_https;
 } Config;
 
 /* COPY text lines of one request: message, received_at, source, reason. */

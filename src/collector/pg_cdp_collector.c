@@ -93,14 +93,8 @@ format_now(char *buf, size_t len)
 static void
 add_cors(struct MHD_Connection *conn, struct MHD_Response *resp)
 {
-	const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
-
-	MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin ? origin : "*");
-	if (origin)
-	{
-		MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true");
-		MHD_add_response_header(resp, "Vary", "Origin");
-	}
+	/* SDKs send no cookies, so no credentials are allowed: any origin may post. */
+	MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
 }
 
 static enum MHD_Result
@@ -161,18 +155,38 @@ static enum MHD_Result
 respond_settings(struct MHD_Connection *conn, const char *write_key)
 {
 	const char *host = cfg.public_host;
+	const char *protocol = cfg.public_https ? "https" : "http";
 	char		api_host[512];
 	json_t	   *doc;
 	char	   *s;
 	enum MHD_Result ret;
+	struct MHD_Response *resp;
+	SourceInfo	src;
 
+	/* Like Segment's CDN: no settings for a key that cannot send. */
+	switch (sources_lookup(write_key, &src))
+	{
+		case SOURCE_OK:
+			break;
+		case SOURCE_ERROR:
+			return respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the database is unavailable");
+		default:
+			return respond_error(conn, MHD_HTTP_NOT_FOUND, "no source has this write key");
+	}
 	if (host == NULL)
+	{
+		/* Behind a TLS proxy, say https, or browsers block mixed content. */
+		const char *fwd = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-Proto");
+
 		host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+		if (fwd && strcasecmp(fwd, "https") == 0)
+			protocol = "https";
+	}
 	snprintf(api_host, sizeof(api_host), "%s/v1", host ? host : "localhost");
 	doc = json_pack("{s:{s:{s:s, s:s, s:s, s:[], s:b, s:{}}}, s:{s:{s:{s:b, s:{}}}, s:{s:{s:b}}, s:{s:{s:b}}},"
 					" s:b, s:{}, s:{}, s:{s:i}, s:[]}",
 					"integrations", "Segment.io",
-					"apiKey", write_key, "apiHost", api_host, "protocol", "http",
+					"apiKey", write_key, "apiHost", api_host, "protocol", protocol,
 					"unbundledIntegrations", "addBundledMetadata", 1,
 					"maybeBundledConfigIds",
 					"plan", "track", "__default", "enabled", 1, "integrations",
@@ -181,7 +195,14 @@ respond_settings(struct MHD_Connection *conn, const char *write_key)
 					"analyticsNextEnabled", 1, "middlewareSettings", "enabledMiddleware",
 					"metrics", "sampleRate", 0, "remotePlugins");
 	s = json_dumps(doc, JSON_COMPACT);
-	ret = respond(conn, MHD_HTTP_OK, s, "application/json");
+	resp = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_COPY);
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	add_cors(conn, resp);
+	/* Built from the request's Host header: no shared cache may keep it. */
+	MHD_add_response_header(resp, "Cache-Control",
+							cfg.public_host ? "public, max-age=300" : "no-store");
+	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
 	free(s);
 	json_decref(doc);
 	return ret;
@@ -588,7 +609,10 @@ usage(FILE *out)
 			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
 			"      --commit-timeout SEC longest wait for PostgreSQL to commit, then 503 (default 10)\n"
 			"      --max-connections N  concurrent connections (default 512)\n"
-			"      --public-host HOST   host:port the browser reaches (settings document)\n"
+			"      --public-url URL     how browsers reach the collector, e.g. https://collect.shop.com\n"
+			"                           (settings document; default: the request's Host, and https\n"
+			"                           when X-Forwarded-Proto says so)\n"
+			"      --public-host HOST   host:port only, for plain http\n"
 			"  -h, --help               show this help\n"
 			"\n"
 			"Config file keys are the long option names (listen, port, dbname, batch-size, ...).\n"
@@ -626,6 +650,20 @@ set_option(const char *name, const char *value)
 	if (strcmp(name, "public-host") == 0)
 	{
 		cfg.public_host = strdup(value);
+		return true;
+	}
+	if (strcmp(name, "public-url") == 0)
+	{
+		/* http(s)://host[:port], as browsers reach the collector */
+		if (strncmp(value, "https://", 8) == 0)
+			cfg.public_https = true;
+		else if (strncmp(value, "http://", 7) != 0)
+		{
+			log_msg("FATAL", "public-url must start with http:// or https://");
+			return false;
+		}
+		cfg.public_host = strndup(value + (cfg.public_https ? 8 : 7),
+								  strcspn(value + (cfg.public_https ? 8 : 7), "/"));
 		return true;
 	}
 	INTOPT("port", port, 1, 65535);
@@ -725,11 +763,12 @@ main(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 5},
 		{"public-host", required_argument, NULL, 6},
 		{"commit-timeout", required_argument, NULL, 7},
+		{"public-url", required_argument, NULL, 8},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
-	"max-connections", "public-host", "commit-timeout"};
+	"max-connections", "public-host", "commit-timeout", "public-url"};
 	int			c;
 	struct sockaddr_in addr;
 	struct sigaction sa;
@@ -792,6 +831,7 @@ main(int argc, char **argv)
 			case 5:
 			case 6:
 			case 7:
+			case 8:
 				ok = set_option(names[c], optarg);
 				break;
 			case 'h':

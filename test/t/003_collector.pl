@@ -172,11 +172,16 @@ is($node->safe_psql('postgres', q{SELECT abs(extract(epoch FROM (received_at - i
 $r = $http->request('OPTIONS', "$base/v1/t", { headers => { Origin => 'http://shop.test',
 	'Access-Control-Request-Headers' => 'content-type' } });
 is($r->{status}, 204, 'preflight answered');
-is($r->{headers}{'access-control-allow-origin'}, 'http://shop.test', 'origin allowed');
+is($r->{headers}{'access-control-allow-origin'}, '*', 'any origin may post');
 like($r->{headers}{'access-control-allow-methods'}, qr/POST/, 'POST allowed');
+is($r->{headers}{'access-control-allow-credentials'}, undef, 'no credentials allowed');
 $r = $http->get("$base/v1/projects/web-write-key-0123456789/settings");
 is($r->{status}, 200, 'settings document served');
 like($r->{content}, qr/"apiHost":"127\.0\.0\.1:$port\/v1","protocol":"http"/, 'pointing Segment.io at the collector');
+is($r->{headers}{'cache-control'}, 'no-store', 'built from the Host header: not cacheable');
+$r = $http->get("$base/v1/projects/web-write-key-0123456789/settings", { headers => { 'X-Forwarded-Proto' => 'https' } });
+like($r->{content}, qr/"protocol":"https"/, 'https behind a TLS proxy');
+is($http->get("$base/v1/projects/not-a-key-000000/settings")->{status}, 404, 'no settings for an unknown key');
 
 # --- back-pressure (429) and a slow database (503) ---
 {
