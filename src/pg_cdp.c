@@ -33,6 +33,7 @@ void		_PG_init(void);
 
 char	   *cdp_database = NULL;
 int			cdp_naptime = 1000;
+bool		cdp_worker_enabled = true;
 int			cdp_batch_size = 1000;
 char	   *cdp_fake_now = NULL;
 bool		cdp_email_provider_rules = false;
@@ -74,6 +75,11 @@ _PG_init(void)
 							"Milliseconds the worker sleeps between rounds when idle.",
 							NULL, &cdp_naptime, 1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cdp.worker_enabled",
+							 "Lets the worker run its tasks; off pauses it (it keeps its heartbeat).",
+							 "For maintenance and benchmarks; cdp.tick() still works.",
+							 &cdp_worker_enabled, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineCustomIntVariable("cdp.batch_size",
 							"Inbox messages resolved together in one transaction.",
 							"Each message takes a few advisory locks; keep batches well below the lock table's size.",

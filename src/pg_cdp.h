@@ -27,6 +27,7 @@
 /* ---- settings (pg_cdp.c) ---- */
 extern char *cdp_database;
 extern int	cdp_naptime;
+extern bool cdp_worker_enabled;
 extern int	cdp_batch_size;
 extern char *cdp_fake_now;
 extern bool cdp_email_provider_rules;

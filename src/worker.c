@@ -240,7 +240,7 @@ cdp_worker_main(Datum main_arg)
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
 		round_failed = false;
-		for (int t = 0; t < lengthof(tasks) && !missing; t++)
+		for (int t = 0; t < lengthof(tasks) && !missing && cdp_worker_enabled; t++)
 		{
 			bool		more = false;
 

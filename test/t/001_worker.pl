@@ -49,6 +49,19 @@ ok($node->poll_query_until('postgres',
 is($node->safe_psql('postgres', "SELECT value FROM cdp.stats WHERE metric = 'pid'"), $pid,
 	'reloading did not restart the worker');
 
+# Paused, the worker keeps its heartbeat but leaves the inbox alone.
+$node->append_conf('postgresql.conf', "cdp.worker_enabled = off\n");
+$node->reload;
+sleep(1);
+$node->safe_psql('postgres', q{INSERT INTO cdp.inbox (message) VALUES ('{"type": "track", "userId": "p", "event": "Paused"}')});
+$rounds = $node->safe_psql('postgres', "SELECT value FROM cdp.stats WHERE metric = 'rounds'");
+ok($node->poll_query_until('postgres', "SELECT value >= $rounds + 5 FROM cdp.stats WHERE metric = 'rounds'"),
+	'a paused worker keeps its heartbeat');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM cdp.inbox'), '1', 'a paused worker does not drain');
+$node->append_conf('postgresql.conf', "cdp.worker_enabled = on\n");
+$node->reload;
+ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cdp.inbox'), 'resumed, it drains');
+
 # A failing round is caught and counted, and the loop goes on.
 $node->safe_psql('postgres', q{
 CREATE FUNCTION cdp.poison() RETURNS trigger LANGUAGE plpgsql AS
