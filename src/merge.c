@@ -43,6 +43,12 @@ static const char *const merge_moves[] = {
 
 #define NMOVES (lengthof(merge_moves) - 1)
 
+typedef struct HistEntry
+{
+	int64		winner;
+	char	   *absorbed;		/* "1,2,3" */
+} HistEntry;
+
 typedef struct ProfSnap
 {
 	int64		profile_id;
@@ -81,17 +87,65 @@ message_identifiers_json(CdpMessage *m)
 	return out.data;
 }
 
+/*
+ * The profiles a loser is made of: the stored members the batch merged into
+ * it, and whatever each of them had absorbed in earlier merges still in
+ * force (history maps a winner to those, as "1,2,3").
+ */
 static char *
-int8_array_literal(int64 *ids, int n)
+int8_array_literal(int64 *ids, int n, HTAB *history)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	for (int i = 0; i < n; i++)
+	{
+		HistEntry  *h = hash_search(history, &ids[i], HASH_FIND, NULL);
+
 		appendStringInfo(&buf, "%s" INT64_FORMAT, i ? "," : "", ids[i]);
+		if (h)
+			appendStringInfo(&buf, ",%s", h->absorbed);
+	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
+}
+
+/* Earlier merges into the given profiles, in one statement per batch. */
+static HTAB *
+load_history(int64 *ids, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	HASHCTL		ctl;
+	HTAB	   *h;
+	Datum		args[1];
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(HistEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	h = hash_create("pg_cdp merge history", Max(n, 8), &ctl,
+					HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+
+		plan = cdp_prepare("SELECT winner_id, string_agg(x::text, ',') "
+						   "FROM cdp.merges, unnest(loser_members) AS x "
+						   "WHERE winner_id = ANY($1) AND undone_at IS NULL "
+						   "GROUP BY winner_id", 1, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		w = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		HistEntry  *e = hash_search(h, &w, HASH_ENTER, NULL);
+
+		e->absorbed = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+	}
+	return h;
 }
 
 static void
@@ -227,6 +281,7 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 
 	/* The log, one row per step, with the loser as it was at that step. */
 	{
+		HTAB	   *history = load_history(all, nall);
 		int64	   *winners = palloc(sizeof(int64) * nsteps);
 		char	  **causes = palloc(sizeof(char *) * nsteps);
 		char	  **event_ids = palloc(sizeof(char *) * nsteps);
@@ -269,7 +324,7 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 			event_ids[s] = m->message_id;
 			identifiers[s] = message_identifiers_json(m);
 			loser_idents[s] = psprintf("[%s]", li.data);
-			members[s] = int8_array_literal(st->members, st->nmembers);
+			members[s] = int8_array_literal(st->members, st->nmembers, history);
 			ltraits[s] = t;
 			lmeta[s] = mt;
 			lcreated[s] = ((ProfSnap *) hash_search(snaps, &st->loser, HASH_FIND, NULL))->created_at;
@@ -278,10 +333,7 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 			log_plan = cdp_prepare("INSERT INTO cdp.merges (winner_id, loser_id, cause, event_id, "
 								   "  identifiers, loser_identities, loser_members, loser_traits, "
 								   "  loser_trait_meta, loser_created_at, merged_at) "
-								   "SELECT w, l, c, e, i::jsonb, li::jsonb, "
-								   "       mem::int8[] || coalesce((SELECT array_agg(x) "
-								   "         FROM cdp.merges h, unnest(h.loser_members) x "
-								   "         WHERE h.winner_id = ANY(mem::int8[]) AND h.undone_at IS NULL), '{}'), "
+								   "SELECT w, l, c, e, i::jsonb, li::jsonb, mem::int8[], "
 								   "       coalesce(t, '{}'), coalesce(tm, '{}'), lc, $11 "
 								   "FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], "
 								   "            $5::text[], $6::text[], $7::text[], $8::jsonb[], "

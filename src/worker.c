@@ -166,6 +166,12 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+
+		/*
+		 * A worker reports its table statistics itself, or autovacuum never
+		 * analyzes what it fills and cached plans think the tables empty.
+		 */
+		pgstat_report_stat(false);
 	}
 	PG_CATCH();
 	{

@@ -601,7 +601,7 @@ usage(FILE *out)
 			"  -p, --port PORT          port (default 8088)\n"
 			"  -d, --dbname CONNINFO    libpq connection string (default: libpq's PG* variables)\n"
 			"  -b, --batch-size N       lines per COPY (default 1000)\n"
-			"  -f, --flush-ms MS        longest wait before a partial batch is written (default 20)\n"
+			"  -f, --flush-ms MS        longest wait before a partial batch is written (default 5)\n"
 			"  -w, --flushers N         concurrent COPY connections (default 2)\n"
 			"      --max-body BYTES     largest request body, after gzip inflation (default 512000)\n"
 			"      --max-message BYTES  largest message inside a batch (default 32768)\n"
@@ -777,7 +777,7 @@ main(int argc, char **argv)
 	cfg.port = 8088;
 	cfg.conninfo = "";
 	cfg.batch_size = 1000;
-	cfg.flush_ms = 20;
+	cfg.flush_ms = 5;
 	cfg.flushers = 2;
 	cfg.max_body = 512000;
 	cfg.max_message = 32768;
