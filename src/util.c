@@ -25,6 +25,7 @@
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -134,11 +135,30 @@ cdp_prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* Run a kept plan; expected is the SPI_OK_* code it must return. */
+/*
+ * Run a kept plan; expected is the SPI_OK_* code it must return.
+ *
+ * Every internal statement probes tables by key with a batch's worth of
+ * keys, for which index scans are right whatever the statistics say.  The
+ * plans are generic and cached, and one made while a table was small (a
+ * fresh install, a bulk load before autovacuum's first ANALYZE) would keep
+ * scanning it whole as it grows, so seq scans and hash and merge joins are
+ * off whenever our statements are planned.
+ */
 void
 cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
 {
-	int			rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	AtEOXact_GUC(true, nestlevel);
 
 	if (rc != expected)
 		elog(ERROR, "pg_cdp: internal statement failed: %s",
