@@ -61,3 +61,16 @@ SELECT cdp.tick()->'inbox';
 RESET cdp.max_message_bytes;
 SELECT event_id, length(properties->>'blob') FROM cdp.events WHERE event_id LIKE 'big-%';
 SELECT sqlstate, reason FROM cdp.inbox_rejects WHERE message LIKE '%big-2%';
+
+-- pathological lines become rejects and never stall the drain: words and
+-- zone names as timestamps, bare numbers, nesting deeper than the stack
+INSERT INTO cdp.inbox (message) VALUES
+  ('{"type": "track", "userId": "u-9", "event": "Tz", "timestamp": "2026-11-23 10:00 CEST+"}'),
+  ('{"type": "track", "userId": "u-9", "event": "Word", "timestamp": "yesterday"}'),
+  ('{"type": "track", "userId": "u-9", "event": "Number", "timestamp": "1700000000"}'),
+  ('{"type": "track", "userId": "u-9", "event": "Deep", "properties": ' || repeat('[', 100000) || repeat(']', 100000) || '}'),
+  ('{"type": "track", "userId": "u-9", "event": "Fine", "timestamp": "2026-04-30T10:00:00.123+02:00"}');
+SELECT cdp.tick()->'inbox';
+SELECT event, occurred_at FROM cdp.events WHERE profile_id = cdp.resolve('{"user_id": "u-9"}');
+SELECT sqlstate, reason FROM cdp.inbox_rejects WHERE message LIKE '%u-9%' ORDER BY inbox_id;
+SELECT count(*) AS left_in_inbox FROM cdp.inbox;

@@ -70,12 +70,16 @@ reset_messages(CdpMessage *msgs, int n)
 	}
 }
 
+typedef void (*BatchWork) (CdpMessage *msgs, int n);
+
 /*
- * write_isolated writes msgs; a message whose write fails gets the error as
- * its reject reason and the others land.
+ * run_isolated runs work on msgs in an internal subtransaction; should it
+ * fail, the batch is split in halves, each tried alone, until the failing
+ * message is alone: it gets the error as its reject reason and the others
+ * go through.  Work must start by clearing what an earlier try left.
  */
 static void
-write_isolated(CdpMessage *msgs, int n)
+run_isolated(CdpMessage *msgs, int n, BatchWork work)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -86,7 +90,7 @@ write_isolated(CdpMessage *msgs, int n)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		cdp_write_messages(msgs, n);
+		work(msgs, n);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -104,7 +108,6 @@ write_isolated(CdpMessage *msgs, int n)
 
 		if (transient_error(ed->sqlerrcode))
 			ReThrowError(ed);
-		reset_messages(msgs, n);
 		if (n == 1)
 		{
 			cdp_set_error(&msgs[0].err, ed->sqlerrcode, ed->message,
@@ -112,11 +115,51 @@ write_isolated(CdpMessage *msgs, int n)
 		}
 		else
 		{
-			write_isolated(msgs, n / 2);
-			write_isolated(msgs + n / 2, n - n / 2);
+			run_isolated(msgs, n / 2, work);
+			run_isolated(msgs + n / 2, n - n / 2, work);
 		}
 	}
 	PG_END_TRY();
+}
+
+static void
+write_batch(CdpMessage *msgs, int n)
+{
+	reset_messages(msgs, n);
+	cdp_write_messages(msgs, n);
+}
+
+static void parse_raw(CdpMessage *m, const char *raw);
+static void preset_reject(CdpMessage *m);
+
+/*
+ * Parsing does not throw on bad input, but a pathological line (nesting
+ * deeper than the stack allows, say) still could: it is isolated like a
+ * write, so the line becomes a reject instead of stopping the drain.
+ */
+static void
+parse_batch(CdpMessage *msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		CdpMessage *m = &msgs[i];
+		CdpMessage	keep = *m;
+
+		/* start from the inbox fields alone */
+		memset(m, 0, sizeof(CdpMessage));
+		m->raw = keep.raw;
+		m->inbox_id = keep.inbox_id;
+		m->inbox_received_at = keep.inbox_received_at;
+		m->source = keep.source;
+		m->preset_reject = keep.preset_reject;
+		m->node = -1;
+		if (m->preset_reject)
+			preset_reject(m);
+		else
+			parse_raw(m, m->raw);
+		if ((i & 127) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*
@@ -267,6 +310,7 @@ parse_raw(CdpMessage *m, const char *raw)
 		return;
 	}
 
+	check_stack_depth();
 	memset(&build, 0, sizeof(build));
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &build;
@@ -424,17 +468,8 @@ cdp_drain_inbox(int limit, int *rejected)
 		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
 	}
 	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
-	for (int i = 0; i < n; i++)
-	{
-		if (msgs[i].preset_reject)
-			preset_reject(&msgs[i]);
-		else
-			parse_raw(&msgs[i], msgs[i].raw);
-		if ((i & 127) == 0)
-			CHECK_FOR_INTERRUPTS();
-	}
-
-	write_isolated(msgs, n);
+	run_isolated(msgs, n, parse_batch);
+	run_isolated(msgs, n, write_batch);
 	*rejected = record_rejects(msgs, n, "inbox");
 	return n;
 }
@@ -520,7 +555,7 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 	}
 	for (int start = 0; start < n; start += cdp_batch_size)
-		write_isolated(msgs + start, Min(cdp_batch_size, n - start));
+		run_isolated(msgs + start, Min(cdp_batch_size, n - start), write_batch);
 	rejects = record_rejects(msgs, n, "ingest_batch");
 	for (int i = 0; i < n; i++)
 	{

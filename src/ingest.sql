@@ -93,6 +93,9 @@ BEGIN
         RAISE EXCEPTION 'months must be between 1 and 240'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The worker and a user may both call this: one at a time, so the
+    -- second sees the partitions of the first instead of colliding.
+    PERFORM pg_advisory_xact_lock(hashtext('cdp.create_event_partitions'));
     FOR i IN 0 .. months - 1 LOOP
         m := (date_trunc('month', start_month) + make_interval(months => i))::date;
         part := format('events_%s', to_char(m, 'YYYY_MM'));

@@ -368,9 +368,70 @@ cdp_jsonb_pair(const char *key, const char *value)
 }
 
 /*
- * cdp_parse_timestamptz parses a timestamp with time zone without
- * throwing: false when s is not one (or is infinite, or out of range).
+ * cdp_parse_timestamptz parses an ISO 8601 timestamp with time zone
+ * without throwing: false when s is not one (or is out of range).
  */
+/*
+ * Is s an ISO 8601 timestamp: YYYY-MM-DD, optionally followed by [T ]HH:MM,
+ * optional :SS and fraction, and an optional zone (Z, +HH, +HH:MM, +HHMM)?
+ * PostgreSQL's own parser also takes words ("yesterday", "now"), bare
+ * numbers and zone names, and throws for unknown zone names: message
+ * timestamps must be ISO 8601 before they get that far.
+ */
+static bool
+iso8601_shape(const char *s)
+{
+#define DIGITS(n) do { for (int i_ = 0; i_ < (n); i_++, s++) if (*s < '0' || *s > '9') return false; } while (0)
+	DIGITS(4);
+	if (*s++ != '-')
+		return false;
+	DIGITS(2);
+	if (*s++ != '-')
+		return false;
+	DIGITS(2);
+	if (*s == '\0')
+		return true;
+	if (*s != 'T' && *s != 't' && *s != ' ')
+		return false;
+	s++;
+	DIGITS(2);
+	if (*s++ != ':')
+		return false;
+	DIGITS(2);
+	if (*s == ':')
+	{
+		s++;
+		DIGITS(2);
+		if (*s == '.' || *s == ',')
+		{
+			int			n = 0;
+
+			s++;
+			while (*s >= '0' && *s <= '9')
+				s++, n++;
+			if (n == 0 || n > 9)
+				return false;
+		}
+	}
+	if (*s == ' ')
+		s++;
+	if (*s == '\0')
+		return true;
+	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
+		return true;
+	if (*s != '+' && *s != '-')
+		return false;
+	s++;
+	DIGITS(2);
+	if (*s == ':')
+		s++;
+	if (*s == '\0')
+		return true;
+	DIGITS(2);
+	return *s == '\0';
+#undef DIGITS
+}
+
 bool
 cdp_parse_timestamptz(const char *s, TimestampTz *out)
 {
@@ -383,7 +444,7 @@ cdp_parse_timestamptz(const char *s, TimestampTz *out)
 	int			ftype[MAXDATEFIELDS];
 	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
 
-	if (strlen(s) > MAXDATELEN)
+	if (strlen(s) > MAXDATELEN || !iso8601_shape(s))
 		return false;
 	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
 					  MAXDATEFIELDS, &nf) != 0 ||
