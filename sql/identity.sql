@@ -70,3 +70,19 @@ SELECT cdp.track('{"cookie": "k-1", "loyalty_card": "k-4"}', 'Fourth');
 SELECT count(*) AS ids_of_k FROM cdp.identities
 WHERE profile_id = cdp.resolve('{"cookie": "k-1"}');
 RESET cdp.max_identities_per_profile;
+
+-- cdp.stitch: the same rules over a table of identifier groups, in memory,
+-- writing nothing
+CREATE TEMP TABLE groups (group_id int, type text, value text);
+INSERT INTO groups VALUES
+  (1, 'cookie', 'g-c1'), (1, 'email', 'G-A@Shop.test'),
+  (2, 'cookie', 'g-c2'), (2, 'email', 'g-a@shop.test'),
+  (3, 'user_id', 'g-u1'), (3, 'email', 'g-a@shop.test'),
+  (4, 'user_id', 'g-u2'), (4, 'cookie', 'g-c2'),
+  (5, 'email', 'test@test.com'), (6, 'phone', 'not a phone');
+SELECT type, value, dense_rank() OVER (ORDER BY component) AS component
+FROM cdp.stitch('groups') ORDER BY component, type, value;
+SELECT count(*) AS rows_as_given FROM cdp.stitch('groups', normalize_values => false);
+SELECT count(*) AS nothing_written FROM cdp.identities WHERE value LIKE 'g-%';
+INSERT INTO groups VALUES (7, 'pager', '1');
+SELECT count(*) FROM cdp.stitch('groups');

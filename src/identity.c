@@ -32,9 +32,11 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
 #include "utils/builtins.h"
+#include "utils/regproc.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -1047,4 +1049,160 @@ cdp_resolve(PG_FUNCTION_ARGS)
 	if (found == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(found);
+}
+
+/*
+ * cdp.stitch(groups regclass, normalize_values boolean) → (type, value, component)
+ *
+ * Resolves an identifier graph in memory with the engine's own rules
+ * (priorities, per-type limits, cdp.max_identities_per_profile, and with
+ * normalize also normalization and blocked values) without touching
+ * cdp.identities: groups has one row per identifier, (group_id, type,
+ * value), a group being what one message carries.  For previews of
+ * identity rules, audits of an import before loading it, and the identity
+ * benchmark.  Groups are replayed in the order they are first read.
+ * Runs with the caller's rights.
+ */
+PG_FUNCTION_INFO_V1(cdp_stitch);
+Datum
+cdp_stitch(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	bool		normalize = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Engine		e;
+	HTAB	   *groups;
+	HASHCTL		ctl;
+	Portal		portal;
+	int			cap = 4096;
+	long		nidents = 0;
+	HASH_SEQ_STATUS seq;
+	IdentEntry *ent;
+	char	   *sql;
+	char	   *relname;
+
+	typedef struct
+	{
+		int64		group_id;
+		int			msg;
+	}			GroupEntry;
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	memset(&e, 0, sizeof(e));
+	e.ntypes = cdp_ident_type_count();
+	e.msgs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(CdpMessage) * cap);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(GroupEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	groups = hash_create("pg_cdp stitch groups", 65536, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	relname = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
+	sql = psprintf("SELECT group_id::int8, type::text, value::text FROM %s", relname);
+	portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 20000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		d;
+			int64		gid;
+			char	   *typename;
+			char	   *value;
+			int			ti;
+			bool		found;
+			GroupEntry *g;
+			CdpMessage *m;
+
+			d = SPI_getbinval(tup, desc, 1, &isnull);
+			if (isnull)
+				continue;
+			gid = DatumGetInt64(d);
+			d = SPI_getbinval(tup, desc, 2, &isnull);
+			if (isnull)
+				continue;
+			typename = TextDatumGetCString(d);
+			d = SPI_getbinval(tup, desc, 3, &isnull);
+			if (isnull)
+				continue;
+			value = TextDatumGetCString(d);
+			ti = cdp_ident_type_index(typename);
+			if (ti < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unknown identifier type \"%s\"", typename),
+						 errdetail("Group " INT64_FORMAT " of %s names it.", gid, relname),
+						 errhint("Identifier types are the rows of cdp.identifier_types.")));
+			if (normalize)
+			{
+				CdpIdentType *t = cdp_ident_type_at(ti);
+				const char *why;
+
+				value = cdp_normalize_value(t, value, &why);
+				if (value == NULL || cdp_ident_blocked(t, value))
+					continue;
+			}
+
+			g = hash_search(groups, &gid, HASH_ENTER, &found);
+			if (!found)
+			{
+				if (e.nmsgs >= cap)
+				{
+					cap *= 2;
+					e.msgs = repalloc_huge(e.msgs, sizeof(CdpMessage) * cap);
+				}
+				g->msg = e.nmsgs++;
+				memset(&e.msgs[g->msg], 0, sizeof(CdpMessage));
+				e.msgs[g->msg].node = -1;
+			}
+			m = &e.msgs[g->msg];
+			if (m->nidents % 4 == 0)
+				m->idents = m->idents ?
+					repalloc(m->idents, sizeof(CdpIdent) * (m->nidents + 4)) :
+					palloc(sizeof(CdpIdent) * 4);
+			m->idents[m->nidents].type = ti;
+			m->idents[m->nidents].value = value;
+			m->idents[m->nidents].alias_previous = false;
+			m->idents[m->nidents].node = -1;
+			m->nidents++;
+			nidents++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+
+	e.idents = pair_table("pg_cdp stitch identifiers", nidents, sizeof(IdentEntry));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ProfEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	e.profiles = hash_create("pg_cdp stitch profiles", 16, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	plan_messages(&e);
+
+	/* Each identifier with its component (identifiers left out have none). */
+	hash_seq_init(&seq, e.idents);
+	while ((ent = hash_seq_search(&seq)) != NULL)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = CStringGetTextDatum(ent->key.a);
+		values[1] = CStringGetTextDatum(ent->key.b);
+		if (ent->node >= 0)
+			values[2] = Int64GetDatum((int64) find_root(&e, ent->node) + 1);
+		else
+			nulls[2] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }

@@ -29,7 +29,8 @@ GRANT EXECUTE ON FUNCTION cdp.authenticate_source(text) TO cdp_ingest, cdp_admin
 
 -- cdp_analyst reads everything, changes nothing.
 GRANT SELECT ON ALL TABLES IN SCHEMA cdp TO cdp_analyst;
-GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb) TO cdp_analyst, cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb), cdp.stitch(regclass, boolean)
+    TO cdp_analyst, cdp_admin;
 
 -- cdp_admin runs the platform.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
