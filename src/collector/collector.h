@@ -80,6 +80,11 @@ extern void sources_start(const Config *cfg);
 extern SourceStatus sources_lookup(const char *write_key, SourceInfo *out);
 extern void sources_stop(void);
 
+extern void arena_init(void);
+extern void arena_begin(void);
+extern void arena_end(void);
+extern void arena_free(void *p);
+
 extern void log_msg(const char *level, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));
 
