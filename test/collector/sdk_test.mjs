@@ -47,6 +47,37 @@ function withTimeout(promise, ms, what) {
 // (a) Segment's analytics-node: batches to /v1/batch, the write key in the
 // body (2.x; 3.x sends Basic auth too).
 // ---------------------------------------------------------------------------
+// The story each server SDK tells: first the anonymous page view, then
+// identify and track, then the alias, which merges a profile that already
+// exists. Message ids are sdk-<sdk>-<call>-1, people <sdk>-anon-1 and
+// <sdk>-user-1.
+async function sendStory(call, sdk, label, orderId, total) {
+  await call('page', {
+    anonymousId: `${sdk}-anon-1`,
+    name: `${label} Home`,
+    properties: { path: `/${sdk}-home` },
+    messageId: `sdk-${sdk}-page-1`,
+  });
+  await Promise.all([
+    call('identify', {
+      userId: `${sdk}-user-1`,
+      traits: { email: `${sdk}-user-1@sdk.test`, name: `${label} User` },
+      messageId: `sdk-${sdk}-identify-1`,
+    }),
+    call('track', {
+      userId: `${sdk}-user-1`,
+      event: 'Order Completed',
+      properties: { order_id: orderId, total, currency: 'EUR' },
+      messageId: `sdk-${sdk}-track-1`,
+    }),
+  ]);
+  await call('alias', {
+    previousId: `${sdk}-anon-1`,
+    userId: `${sdk}-user-1`,
+    messageId: `sdk-${sdk}-alias-1`,
+  });
+}
+
 async function segmentNode() {
   const statuses = [];
   const inner = new FetchHTTPClient();
@@ -83,32 +114,7 @@ async function segmentNode() {
       });
     });
 
-  // First the anonymous page view, then everything else: the alias merges
-  // a profile that already exists.
-  await call('page', {
-    anonymousId: 'node-anon-1',
-    name: 'Node Home',
-    properties: { path: '/node-home' },
-    messageId: 'sdk-node-page-1',
-  });
-  await Promise.all([
-    call('identify', {
-      userId: 'node-user-1',
-      traits: { email: 'node-user-1@sdk.test', name: 'Node User' },
-      messageId: 'sdk-node-identify-1',
-    }),
-    call('track', {
-      userId: 'node-user-1',
-      event: 'Order Completed',
-      properties: { order_id: 'N-1001', total: 42.5, currency: 'EUR' },
-      messageId: 'sdk-node-track-1',
-    }),
-  ]);
-  await call('alias', {
-    previousId: 'node-anon-1',
-    userId: 'node-user-1',
-    messageId: 'sdk-node-alias-1',
-  });
+  await sendStory(call, 'node', 'Node', 'N-1001', 42.5);
   await withTimeout(analytics.closeAndFlush({ timeout: TIMEOUT_MS }), TIMEOUT_MS, 'analytics-node closeAndFlush');
 
   const bad = statuses.filter((s) => s.status !== 200);
@@ -155,30 +161,7 @@ async function rudderNode() {
       });
     });
 
-  await call('page', {
-    anonymousId: 'rudder-anon-1',
-    name: 'Rudder Home',
-    properties: { path: '/rudder-home' },
-    messageId: 'sdk-rudder-page-1',
-  });
-  await Promise.all([
-    call('identify', {
-      userId: 'rudder-user-1',
-      traits: { email: 'rudder-user-1@sdk.test', name: 'Rudder User' },
-      messageId: 'sdk-rudder-identify-1',
-    }),
-    call('track', {
-      userId: 'rudder-user-1',
-      event: 'Order Completed',
-      properties: { order_id: 'R-2002', total: 17.25, currency: 'EUR' },
-      messageId: 'sdk-rudder-track-1',
-    }),
-  ]);
-  await call('alias', {
-    previousId: 'rudder-anon-1',
-    userId: 'rudder-user-1',
-    messageId: 'sdk-rudder-alias-1',
-  });
+  await sendStory(call, 'rudder', 'Rudder', 'R-2002', 17.25);
   // An event the SDK held back for an hour (its flush interval, retries or
   // its Redis queue): RudderStack SDKs put the event time in
   // originalTimestamp, not timestamp, and RudderStack's server computes
