@@ -110,3 +110,12 @@ CREATE FUNCTION cdp.stitch(groups regclass, normalize_values boolean DEFAULT tru
     AS 'MODULE_PATHNAME', 'cdp_stitch';
 COMMENT ON FUNCTION cdp.stitch(regclass, boolean) IS
     'Resolves the identifier graph in groups (group_id, type, value) in memory with pg_cdp''s rules, writing nothing: each identifier with its component';
+
+-- Backups: pg_dump skips the data of extension tables unless told. The
+-- shipped identifier types are recreated by CREATE EXTENSION, so only the
+-- types users added are dumped (changes to shipped rows must be re-applied).
+SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_types',
+    'WHERE type NOT IN (''user_id'', ''email'', ''phone'', ''loyalty_card'', ''device_id'', ''anonymous_id'', ''cookie'')');
+SELECT pg_catalog.pg_extension_config_dump('cdp.identities', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_issues', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_issues_issue_id_seq', '');

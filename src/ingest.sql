@@ -17,9 +17,13 @@ CREATE TABLE cdp.events (
     context             jsonb,
     source              text
 ) PARTITION BY RANGE (occurred_at);
-CREATE INDEX events_profile ON cdp.events (profile_id, occurred_at);
-CREATE INDEX events_occurred_at ON cdp.events USING brin (occurred_at);
+-- Indexes are made per partition, not on the partitioned table: pg_dump
+-- then dumps the monthly partitions (which are not extension members) with
+-- their own indexes, and a restore cannot collide with indexes ATTACH
+-- PARTITION would create from the parent's.
 CREATE TABLE cdp.events_default PARTITION OF cdp.events DEFAULT;
+CREATE INDEX events_default_profile ON cdp.events_default (profile_id, occurred_at);
+CREATE INDEX events_default_occurred_at ON cdp.events_default USING brin (occurred_at);
 COMMENT ON TABLE cdp.events IS
     'Every accepted event, with the profile it belongs to now (original_profile_id: the profile it was first written to); channel is where it happened';
 
@@ -107,13 +111,15 @@ BEGIN
                               WHERE occurred_at >= lo AND occurred_at < hi);
         EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
                        part, lo, hi);
+        EXECUTE format('CREATE INDEX %I ON cdp.%I (profile_id, occurred_at)', part || '_profile', part);
+        EXECUTE format('CREATE INDEX %I ON cdp.%I USING brin (occurred_at)', part || '_occurred_at', part);
         created := created + 1;
     END LOOP;
     RETURN created;
 END
 $$;
 COMMENT ON FUNCTION cdp.create_event_partitions(date, integer) IS
-    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet; returns how many';
+    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet, with their indexes; returns how many';
 
 CREATE FUNCTION cdp.track(identifiers jsonb, event text, properties jsonb DEFAULT '{}',
                           occurred_at timestamptz DEFAULT cdp.now(),
@@ -148,3 +154,12 @@ CREATE FUNCTION cdp.ingest_batch(messages jsonb, source text DEFAULT NULL) RETUR
     AS 'MODULE_PATHNAME', 'cdp_ingest_batch';
 COMMENT ON FUNCTION cdp.ingest_batch(jsonb, text) IS
     'Ingests an array (or {"batch": [...]}) of Segment-spec messages; bad ones go to cdp.inbox_rejects; returns the counts';
+
+-- Backups: the data of these tables is in pg_dump's output. Monthly
+-- partitions are not extension members, so pg_dump handles them as usual.
+SELECT pg_catalog.pg_extension_config_dump('cdp.events_default', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.message_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_inbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects_reject_id_seq', '');

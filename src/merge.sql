@@ -33,3 +33,6 @@ CREATE FUNCTION cdp.forget(identifiers jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'cdp_forget';
 COMMENT ON FUNCTION cdp.forget(jsonb) IS
     'Erases the people the identifiers name: profile, identities, events, message ids, merges, matching inbox rows and rejects';
+
+SELECT pg_catalog.pg_extension_config_dump('cdp.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.merges_merge_id_seq', '');

@@ -29,3 +29,7 @@ COMMENT ON FUNCTION cdp.merge_traits(jsonb, jsonb, jsonb, jsonb) IS
 CREATE FUNCTION cdp.merge_trait_meta(meta jsonb, new_meta jsonb)
     RETURNS jsonb LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'cdp_merge_trait_meta_sql';
+
+SELECT pg_catalog.pg_extension_config_dump('cdp.profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.profiles_profile_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.profile_changes', '');

@@ -47,3 +47,5 @@ AS $$
 $$;
 COMMENT ON FUNCTION cdp.authenticate_source(text) IS
     'The source a write key belongs to, and whether it is enabled; no row when the key is unknown';
+
+SELECT pg_catalog.pg_extension_config_dump('cdp.sources', '');
