@@ -7,8 +7,11 @@ use strict;
 use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
+use HTTP::Tiny;
+use IPC::Run;
+use Time::HiRes qw(usleep);
 
-our @EXPORT = qw(cdp_node);
+our @EXPORT = qw(cdp_node start_collector);
 
 # cdp_node(name, extra postgresql.conf text): a started node.
 sub cdp_node
@@ -24,6 +27,23 @@ cdp.database = 'postgres'
 } . ($extra // ''));
 	$node->start;
 	return $node;
+}
+
+# start_collector(node, extra options...): pg_cdp_collector on a free port,
+# connected as the role "collector" (which the test creates), answering
+# /health. Returns (harness, base URL, conninfo, \stdout, \stderr).
+sub start_collector
+{
+	my ($node, @extra) = @_;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $base = "http://127.0.0.1:$port";
+	my $conninfo = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=collector';
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ 'pg_cdp_collector', '--port', $port, '--dbname', $conninfo, @extra ],
+		'>', \$out, '2>', \$err);
+	my $http = HTTP::Tiny->new(timeout => 10);
+	for (1 .. 50) { last if $http->get("$base/health")->{success}; usleep(100_000); }
+	return ($h, $base, $conninfo, \$out, \$err);
 }
 
 1;

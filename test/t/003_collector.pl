@@ -23,18 +23,12 @@ UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
 CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
 });
 
-my $port = PostgreSQL::Test::Cluster::get_free_port();
-my $base = "http://127.0.0.1:$port";
-my $conninfo = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=collector';
+my ($collector, $base, $conninfo, $outref, $errref) =
+  start_collector($node, '--timeout', '2', '--flush-ms', '10');
+my ($port) = $base =~ /:(\d+)$/;
 my ($out, $err) = ('', '');
-my $collector = IPC::Run::start(
-	[ 'pg_cdp_collector', '--port', $port, '--dbname', $conninfo, '--timeout', '2',
-	  '--flush-ms', '10' ],
-	'>', \$out, '2>', \$err);
-
 my $http = HTTP::Tiny->new(timeout => 10);
 my $auth = 'Basic ' . encode_base64('web-write-key-0123456789:', '');
-for (1 .. 50) { last if $http->get("$base/health")->{success}; usleep(100_000); }
 
 sub post
 {
@@ -246,7 +240,7 @@ post('/v1/track', '{"userId": "u-1", "event": "Last", "messageId": "m-last"}', A
 $collector->signal('TERM');
 $collector->finish;
 is($collector->full_result(0), 0, 'SIGTERM: exit status 0');
-like($err, qr/stopped/, 'logged its stop');
+like($$errref, qr/stopped/, 'logged its stop');
 wait_drained();
 is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-last'"), '1',
 	'what it acknowledged before stopping is stored');

@@ -54,15 +54,8 @@ SELECT cdp.create_source('sdk', '$write_key');
 CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
 });
 
-my $port = PostgreSQL::Test::Cluster::get_free_port();
-my $base = "http://127.0.0.1:$port";
-my $conninfo = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=collector';
-my ($cout, $cerr) = ('', '');
-my $collector = IPC::Run::start(
-	[ 'pg_cdp_collector', '--port', $port, '--dbname', $conninfo, '--flush-ms', '10' ],
-	'>', \$cout, '2>', \$cerr);
+my ($collector, $base, $conninfo, $coutref, $cerrref) = start_collector($node, '--flush-ms', '10');
 my $http = HTTP::Tiny->new(timeout => 10);
-for (1 .. 50) { last if $http->get("$base/health")->{success}; usleep(100_000); }
 
 # --- the SDKs: node sdk_test.mjs exits 0 only if every call was answered 200 ---
 my ($out, $err) = ('', '');
@@ -86,7 +79,7 @@ my $sdk_run;
 my $rc = $sdk_run->full_result(0);
 note "sdk_test.mjs:\n$out";
 is($rc, 0, 'every SDK call was answered 200 (node sdk_test.mjs)')
-  or diag("exit status $rc\nstdout:\n$out\nstderr:\n$err\ncollector log:\n$cerr");
+  or diag("exit status $rc\nstdout:\n$out\nstderr:\n$err\ncollector log:\n$$cerrref");
 
 $node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cdp.inbox')
   or die 'inbox not drained';
