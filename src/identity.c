@@ -1119,7 +1119,6 @@ cdp_stitch(PG_FUNCTION_ARGS)
 			int			ti;
 			bool		found;
 			GroupEntry *g;
-			CdpMessage *m;
 
 			d = SPI_getbinval(tup, desc, 1, &isnull);
 			if (isnull)
@@ -1162,16 +1161,7 @@ cdp_stitch(PG_FUNCTION_ARGS)
 				memset(&e.msgs[g->msg], 0, sizeof(CdpMessage));
 				e.msgs[g->msg].node = -1;
 			}
-			m = &e.msgs[g->msg];
-			if (m->nidents % 4 == 0)
-				m->idents = m->idents ?
-					repalloc(m->idents, sizeof(CdpIdent) * (m->nidents + 4)) :
-					palloc(sizeof(CdpIdent) * 4);
-			m->idents[m->nidents].type = ti;
-			m->idents[m->nidents].value = value;
-			m->idents[m->nidents].alias_previous = false;
-			m->idents[m->nidents].node = -1;
-			m->nidents++;
+			cdp_message_append_ident(&e.msgs[g->msg], ti, value);
 			nidents++;
 		}
 		SPI_freetuptable(SPI_tuptable);

@@ -297,10 +297,18 @@ add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
 	for (int i = 0; i < msg->nidents; i++)
 		if (msg->idents[i].type == ti && strcmp(msg->idents[i].value, value) == 0)
 			return;
-	msg->idents = msg->idents ?
-		repalloc(msg->idents, sizeof(CdpIdent) * (msg->nidents + 1)) :
-		palloc(sizeof(CdpIdent) * 4);
-	msg->idents[msg->nidents].type = ti;
+	cdp_message_append_ident(msg, ti, value);
+}
+
+/* Append an already checked identifier; the array grows four at a time. */
+void
+cdp_message_append_ident(CdpMessage *msg, int type, char *value)
+{
+	if (msg->nidents % 4 == 0)
+		msg->idents = msg->idents ?
+			repalloc(msg->idents, sizeof(CdpIdent) * (msg->nidents + 4)) :
+			palloc(sizeof(CdpIdent) * 4);
+	msg->idents[msg->nidents].type = type;
 	msg->idents[msg->nidents].value = value;
 	msg->idents[msg->nidents].alias_previous = false;
 	msg->idents[msg->nidents].node = -1;

@@ -645,7 +645,7 @@ issues:
 /* ---- the SQL-callable single-message functions ---- */
 
 static void
-check_event_args(CdpMessage *m, FunctionCallInfo fcinfo, int props_arg,
+check_event_args(CdpMessage *m, FunctionCallInfo fcinfo, const char *props_name, int props_arg,
 				 int at_arg, int channel_arg, int id_arg)
 {
 	if (props_arg >= 0 && !PG_ARGISNULL(props_arg))
@@ -655,12 +655,12 @@ check_event_args(CdpMessage *m, FunctionCallInfo fcinfo, int props_arg,
 		if (!JB_ROOT_IS_OBJECT(p) || JB_ROOT_IS_SCALAR(p))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s must be a JSON object", m->traits ? "traits" : "properties"),
+					 errmsg("%s must be a JSON object", props_name),
 					 errdetail("Got a JSON %s.", JB_ROOT_IS_SCALAR(p) ? "scalar" : "array")));
 		if (VARSIZE(p) > cdp_max_message_bytes)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("%s are too large", m->traits ? "traits" : "properties"),
+					 errmsg("%s are too large", props_name),
 					 errdetail("They take %u bytes; cdp.max_message_bytes is %d.",
 							   (unsigned) VARSIZE(p), cdp_max_message_bytes),
 					 errhint("Send large payloads by reference, or raise cdp.max_message_bytes.")));
@@ -723,7 +723,7 @@ cdp_track(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("event name is longer than 200 bytes")));
-	check_event_args(&m, fcinfo, 2, 3, 4, 5);
+	check_event_args(&m, fcinfo, "properties", 2, 3, 4, 5);
 	result = write_one(&m);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -744,8 +744,7 @@ cdp_identify(PG_FUNCTION_ARGS)
 	cdp_parse_identifiers(PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0), &m, true);
 	m.msgtype = "identify";
 	m.event = "identify";
-	m.traits = empty_object();	/* marks the traits argument for messages */
-	check_event_args(&m, fcinfo, 1, 2, 3, 4);
+	check_event_args(&m, fcinfo, "traits", 1, 2, 3, 4);
 	m.traits = m.properties;
 	result = write_one(&m);
 	SPI_finish();

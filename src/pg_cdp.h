@@ -153,6 +153,7 @@ typedef struct CdpMessage
 
 extern void cdp_message_add_identifier(CdpMessage *msg, const char *type,
 									   const char *raw, bool strict);
+extern void cdp_message_append_ident(CdpMessage *msg, int type, char *value);
 extern void cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
 						  const char *reason);
 

@@ -227,7 +227,6 @@ static const struct
 
 typedef struct Request
 {
-	bool		routed;
 	const char *type;			/* message type of the endpoint, NULL for batch */
 	char	   *body;
 	size_t		len;
@@ -545,7 +544,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				return MHD_NO;
 			}
 		}
-		req->routed = true;
 		req->type = routes[r].type;
 		format_now(req->received_at, sizeof(req->received_at));
 		*con_cls = req;
