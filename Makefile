@@ -16,7 +16,7 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 # The install script is assembled from the SQL that sits beside each C file,
 # in dependency order.
-SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/profile.sql src/ingest.sql \
+SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/ingest.sql \
              src/merge.sql src/sources.sql src/worker.sql src/roles.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
@@ -91,4 +91,4 @@ installcheck-tap:
 	$(prove_installcheck)
 
 # PGXS does not track headers: every object depends on the shared one.
-$(OBJS): src/pg_cdp.h
+$(OBJS): src/pg_cdp.h src/engine.h

@@ -86,3 +86,20 @@ SELECT count(*) AS rows_as_given FROM cdp.stitch('groups', normalize_values => f
 SELECT count(*) AS nothing_written FROM cdp.identities WHERE value LIKE 'g-%';
 INSERT INTO groups VALUES (7, 'pager', '1');
 SELECT count(*) FROM cdp.stitch('groups');
+-- Groups replay in the order first read, even when a group's rows come back
+-- after another group's (read twice then): group 1 takes u1 first, so
+-- group 2's u2 cannot join c1 (one user_id per profile).
+CREATE TEMP TABLE unsorted (group_id bigint, type text, value text);
+INSERT INTO unsorted VALUES
+  (1, 'cookie', 's-c1'), (2, 'cookie', 's-c1'), (2, 'user_id', 's-u2'),
+  (1, 'user_id', 's-u1'), (9000000000, 'email', 's@shop.test'),
+  (9000000000, 'cookie', 's-c1'), (3, NULL, 'ignored'), (NULL, 'cookie', 'ignored'),
+  (3, 'cookie', NULL);
+SELECT type, value, dense_rank() OVER (ORDER BY component) AS component
+FROM cdp.stitch('unsorted') ORDER BY component, type, value;
+-- The same groups sorted, through a view: the same components.
+CREATE TEMP VIEW sorted_view AS SELECT * FROM unsorted ORDER BY group_id;
+SELECT type, value, dense_rank() OVER (ORDER BY component) AS component
+FROM cdp.stitch('sorted_view') ORDER BY component, type, value;
+TRUNCATE unsorted;
+SELECT count(*) AS empty FROM cdp.stitch('unsorted');

@@ -36,76 +36,17 @@
 #include "miscadmin.h"
 #include "portability/instr_time.h"
 #include "utils/builtins.h"
-#include "utils/regproc.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "pg_cdp.h"
-
-/*
- * Hash keys are pairs of strings that live as long as the batch (message
- * fields and type names), so entries stay small whatever the value length.
- */
-typedef struct PairKey
-{
-	const char *a;
-	const char *b;
-} PairKey;
-
-typedef struct IdentEntry
-{
-	PairKey		key;			/* (type, value) */
-	int64		profile_id;		/* stored owner, 0 when unknown */
-	int			node;			/* component node, -1 when none */
-	bool		queried;
-} IdentEntry;
-
-typedef struct ProfEntry
-{
-	int64		profile_id;
-	int			node;
-	int			lockmode;		/* 0 none, 1 share, 2 exclusive */
-	bool		need_exclusive;
-	bool		exists;
-} ProfEntry;
-
-typedef struct UfNode
-{
-	int64		profile_id;		/* stored id, or assigned when materialized */
-	bool		stored;
-	int			parent;
-	int			next_member;	/* members of a component, a linked list */
-	int			last_member;
-	int		   *counts;			/* identifiers per type */
-	int			total;
-} UfNode;
-
-typedef struct Engine
-{
-	CdpMessage *msgs;
-	int			nmsgs;
-	int			ntypes;
-	HTAB	   *idents;
-	HTAB	   *profiles;
-	UfNode	   *nodes;
-	int			nnodes;
-	int			maxnodes;
-	/* attachments of new identifiers, in order */
-	int		   *att_msg;
-	int		   *att_ident;
-	int		   *att_node;
-	int			natt;
-	/* merge steps */
-	CdpMergeStep *steps;
-	int			nsteps;
-} Engine;
+#include "engine.h"
 
 static void lookup_identities(Engine *e, bool only_unqueried);
 static void lock_profiles(Engine *e);
 static int	new_node(Engine *e, int64 profile_id, bool stored);
-static int	find_root(Engine *e, int n);
 static void plan_messages(Engine *e);
 static void load_counts(Engine *e);
 static void materialize(Engine *e, int *dup_of);
@@ -506,13 +447,21 @@ new_node(Engine *e, int64 profile_id, bool stored)
 	nd->parent = e->nnodes;
 	nd->next_member = -1;
 	nd->last_member = e->nnodes;
-	nd->counts = palloc0(sizeof(int) * Max(e->ntypes, 1));
+	/* Counts come from a pool: a palloc each costs when there are millions. */
+	if (e->counts_left < e->ntypes + 1)
+	{
+		e->counts_left = (e->ntypes + 1) * 1024;
+		e->counts_pool = palloc0(sizeof(int) * e->counts_left);
+	}
+	nd->counts = e->counts_pool;
+	e->counts_pool += e->ntypes + 1;
+	e->counts_left -= e->ntypes + 1;
 	nd->total = 0;
 	return e->nnodes++;
 }
 
-static int
-find_root(Engine *e, int n)
+int
+cdp_engine_find_root(Engine *e, int n)
 {
 	while (e->nodes[n].parent != n)
 	{
@@ -677,9 +626,9 @@ cmp_ident_priority(const void *a, const void *b)
 }
 
 static void
-attach(Engine *e, int root, int msg, int ident)
+attach(Engine *e, int root, CdpMessage *m, int msg, int ident)
 {
-	CdpIdent   *id = &e->msgs[msg].idents[ident];
+	CdpIdent   *id = &m->idents[ident];
 
 	e->nodes[root].counts[id->type]++;
 	e->nodes[root].total++;
@@ -702,78 +651,84 @@ attach(Engine *e, int root, int msg, int ident)
 }
 
 /*
- * Replay the messages in order.  Each starts at its strongest identifier
- * and takes in the others while limits allow; an identifier that cannot
- * join stays where it is (and is recorded as an issue).
+ * Replay message i.  It starts at its strongest identifier and takes in
+ * the others while limits allow; an identifier that cannot join stays
+ * where it is (and is recorded as an issue).
  */
+void
+cdp_engine_plan_message(Engine *e, CdpMessage *m, int i)
+{
+	int			cur = -1;
+
+	if (m->nidents > 1)
+		qsort(m->idents, m->nidents, sizeof(CdpIdent), cmp_ident_priority);
+
+	for (int j = 0; j < m->nidents; j++)
+	{
+		CdpIdent   *id = &m->idents[j];
+		CdpIdentType *t = cdp_ident_type_at(id->type);
+		IdentEntry *ie = id->entry ? id->entry :
+			ident_entry(e, t->name, id->value, true);
+		int			n = -1;
+
+		if (ie->node >= 0)
+			n = cdp_engine_find_root(e, ie->node);
+		else if (ie->profile_id != 0)
+		{
+			ProfEntry  *p = prof_entry(e, ie->profile_id, false);
+
+			if (p && p->node >= 0)
+			{
+				ie->node = p->node;
+				n = cdp_engine_find_root(e, p->node);
+			}
+		}
+
+		if (cur < 0)
+		{
+			if (n >= 0)
+				cur = n;
+			else
+			{
+				cur = new_node(e, 0, false);
+				ie->node = cur;
+				attach(e, cur, m, i, j);
+			}
+			continue;
+		}
+		if (n == cur)
+			continue;
+		if (n >= 0)
+		{
+			if (can_union(e, cur, n))
+				cur = union_roots(e, cur, n, i);
+			else
+				cdp_add_issue(m, t->name, id->value,
+							  "not merged: the merge would exceed an identifier limit");
+		}
+		else if (e->nodes[cur].counts[id->type] < t->max_per_profile &&
+				 e->nodes[cur].total < cdp_max_identities_per_profile)
+		{
+			ie->node = cur;
+			attach(e, cur, m, i, j);
+		}
+		else
+			cdp_add_issue(m, t->name, id->value,
+						  psprintf("not attached: the profile already has %d %s identifier(s), the limit",
+								   e->nodes[cur].counts[id->type], t->name));
+	}
+	m->node = cur;
+}
+
+/* Replay the batch's messages in order. */
 static void
 plan_messages(Engine *e)
 {
 	for (int i = 0; i < e->nmsgs; i++)
 	{
-		CdpMessage *m = &e->msgs[i];
-		int			cur = -1;
-
 		CHECK_FOR_INTERRUPTS();
-		if (!msg_active(m))
-			continue;
-		if (m->nidents > 1)
-			qsort(m->idents, m->nidents, sizeof(CdpIdent), cmp_ident_priority);
-
-		for (int j = 0; j < m->nidents; j++)
-		{
-			CdpIdent   *id = &m->idents[j];
-			CdpIdentType *t = cdp_ident_type_at(id->type);
-			IdentEntry *ie = ident_entry(e, t->name, id->value, true);
-			int			n = -1;
-
-			if (ie->node >= 0)
-				n = find_root(e, ie->node);
-			else if (ie->profile_id != 0)
-			{
-				ProfEntry  *p = prof_entry(e, ie->profile_id, false);
-
-				if (p && p->node >= 0)
-				{
-					ie->node = p->node;
-					n = find_root(e, p->node);
-				}
-			}
-
-			if (cur < 0)
-			{
-				if (n >= 0)
-					cur = n;
-				else
-				{
-					cur = new_node(e, 0, false);
-					ie->node = cur;
-					attach(e, cur, i, j);
-				}
-				continue;
-			}
-			if (n == cur)
-				continue;
-			if (n >= 0)
-			{
-				if (can_union(e, cur, n))
-					cur = union_roots(e, cur, n, i);
-				else
-					cdp_add_issue(m, t->name, id->value,
-								  "not merged: the merge would exceed an identifier limit");
-			}
-			else if (e->nodes[cur].counts[id->type] < t->max_per_profile &&
-					 e->nodes[cur].total < cdp_max_identities_per_profile)
-			{
-				ie->node = cur;
-				attach(e, cur, i, j);
-			}
-			else
-				cdp_add_issue(m, t->name, id->value,
-							  psprintf("not attached: the profile already has %d %s identifier(s), the limit",
-									   e->nodes[cur].counts[id->type], t->name));
-		}
-		m->node = cur;
+		if (msg_active(&e->msgs[i]))
+			cdp_engine_plan_message(e, &e->msgs[i], i);
 	}
 }
 
@@ -794,7 +749,7 @@ materialize(Engine *e, int *dup_of)
 	TimestampTz now = cdp_now();
 
 	for (int n = 0; n < e->nnodes; n++)
-		if (!e->nodes[n].stored && find_root(e, n) == n)
+		if (!e->nodes[n].stored && cdp_engine_find_root(e, n) == n)
 			nnew++;
 
 	if (nnew > 0)
@@ -822,7 +777,7 @@ materialize(Engine *e, int *dup_of)
 		}
 		/* nextval hands out ascending ids: the oldest component gets the lowest */
 		for (int n = 0; n < e->nnodes; n++)
-			if (!e->nodes[n].stored && find_root(e, n) == n)
+			if (!e->nodes[n].stored && cdp_engine_find_root(e, n) == n)
 			{
 				created[k] = now;
 				e->nodes[n].profile_id = newids[k++];
@@ -848,7 +803,7 @@ materialize(Engine *e, int *dup_of)
 		CdpMessage *m = &e->msgs[i];
 
 		if (msg_active(m) && m->node >= 0)
-			m->profile_id = e->nodes[find_root(e, m->node)].profile_id;
+			m->profile_id = e->nodes[cdp_engine_find_root(e, m->node)].profile_id;
 	}
 
 	if (e->nsteps > 0)
@@ -1049,150 +1004,4 @@ cdp_resolve(PG_FUNCTION_ARGS)
 	if (found == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(found);
-}
-
-/*
- * cdp.stitch(groups regclass, normalize_values boolean) → (type, value, component)
- *
- * Resolves an identifier graph in memory with the engine's own rules
- * (priorities, per-type limits, cdp.max_identities_per_profile, and with
- * normalize also normalization and blocked values) without touching
- * cdp.identities: groups has one row per identifier, (group_id, type,
- * value), a group being what one message carries.  For previews of
- * identity rules, audits of an import before loading it, and the identity
- * benchmark.  Groups are replayed in the order they are first read.
- * Runs with the caller's rights.
- */
-PG_FUNCTION_INFO_V1(cdp_stitch);
-Datum
-cdp_stitch(PG_FUNCTION_ARGS)
-{
-	Oid			relid = PG_GETARG_OID(0);
-	bool		normalize = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Engine		e;
-	HTAB	   *groups;
-	HASHCTL		ctl;
-	Portal		portal;
-	int			cap = 4096;
-	long		nidents = 0;
-	HASH_SEQ_STATUS seq;
-	IdentEntry *ent;
-	char	   *sql;
-	char	   *relname;
-
-	typedef struct
-	{
-		int64		group_id;
-		int			msg;
-	}			GroupEntry;
-
-	InitMaterializedSRF(fcinfo, 0);
-	SPI_connect();
-	memset(&e, 0, sizeof(e));
-	e.ntypes = cdp_ident_type_count();
-	e.msgs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(CdpMessage) * cap);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(GroupEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	groups = hash_create("pg_cdp stitch groups", 65536, &ctl,
-						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-
-	relname = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
-	sql = psprintf("SELECT group_id::int8, type::text, value::text FROM %s", relname);
-	portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 20000);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		d;
-			int64		gid;
-			char	   *typename;
-			char	   *value;
-			int			ti;
-			bool		found;
-			GroupEntry *g;
-
-			d = SPI_getbinval(tup, desc, 1, &isnull);
-			if (isnull)
-				continue;
-			gid = DatumGetInt64(d);
-			d = SPI_getbinval(tup, desc, 2, &isnull);
-			if (isnull)
-				continue;
-			typename = TextDatumGetCString(d);
-			d = SPI_getbinval(tup, desc, 3, &isnull);
-			if (isnull)
-				continue;
-			value = TextDatumGetCString(d);
-			ti = cdp_ident_type_index(typename);
-			if (ti < 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("unknown identifier type \"%s\"", typename),
-						 errdetail("Group " INT64_FORMAT " of %s names it.", gid, relname),
-						 errhint("Identifier types are the rows of cdp.identifier_types.")));
-			if (normalize)
-			{
-				CdpIdentType *t = cdp_ident_type_at(ti);
-				const char *why;
-
-				value = cdp_normalize_value(t, value, &why);
-				if (value == NULL || cdp_ident_blocked(t, value))
-					continue;
-			}
-
-			g = hash_search(groups, &gid, HASH_ENTER, &found);
-			if (!found)
-			{
-				if (e.nmsgs >= cap)
-				{
-					cap *= 2;
-					e.msgs = repalloc_huge(e.msgs, sizeof(CdpMessage) * cap);
-				}
-				g->msg = e.nmsgs++;
-				memset(&e.msgs[g->msg], 0, sizeof(CdpMessage));
-				e.msgs[g->msg].node = -1;
-			}
-			cdp_message_append_ident(&e.msgs[g->msg], ti, value);
-			nidents++;
-		}
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
-	}
-	SPI_cursor_close(portal);
-
-	e.idents = pair_table("pg_cdp stitch identifiers", nidents, sizeof(IdentEntry));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(ProfEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	e.profiles = hash_create("pg_cdp stitch profiles", 16, &ctl,
-							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	plan_messages(&e);
-
-	/* Each identifier with its component (identifiers left out have none). */
-	hash_seq_init(&seq, e.idents);
-	while ((ent = hash_seq_search(&seq)) != NULL)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		values[0] = CStringGetTextDatum(ent->key.a);
-		values[1] = CStringGetTextDatum(ent->key.b);
-		if (ent->node >= 0)
-			values[2] = Int64GetDatum((int64) find_root(&e, ent->node) + 1);
-		else
-			nulls[2] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	SPI_finish();
-	return (Datum) 0;
 }

@@ -103,14 +103,6 @@ CREATE FUNCTION cdp.resolve(identifiers jsonb) RETURNS bigint
 COMMENT ON FUNCTION cdp.resolve(jsonb) IS
     'The profile of the strongest known identifier, or NULL; creates nothing';
 
-CREATE FUNCTION cdp.stitch(groups regclass, normalize_values boolean DEFAULT true,
-                           OUT type text, OUT value text, OUT component bigint)
-    RETURNS SETOF record
-    LANGUAGE c VOLATILE
-    AS 'MODULE_PATHNAME', 'cdp_stitch';
-COMMENT ON FUNCTION cdp.stitch(regclass, boolean) IS
-    'Resolves the identifier graph in groups (group_id, type, value) in memory with pg_cdp''s rules, writing nothing: each identifier with its component';
-
 -- Backups: pg_dump skips the data of extension tables unless told. The
 -- shipped identifier types are recreated by CREATE EXTENSION, so only the
 -- types users added are dumped (changes to shipped rows must be re-applied).

@@ -312,6 +312,7 @@ cdp_message_append_ident(CdpMessage *msg, int type, char *value)
 	msg->idents[msg->nidents].value = value;
 	msg->idents[msg->nidents].alias_previous = false;
 	msg->idents[msg->nidents].node = -1;
+	msg->idents[msg->nidents].entry = NULL;
 	msg->nidents++;
 }
 

@@ -111,6 +111,7 @@ typedef struct CdpIdent
 	char	   *value;			/* normalized */
 	bool		alias_previous; /* alias previousId: user_id, else anonymous_id */
 	int			node;			/* engine: resolved component node, -1 if none */
+	void	   *entry;			/* engine: its identifier entry, when known */
 } CdpIdent;
 
 typedef struct CdpIssue

@@ -1,0 +1,83 @@
+/*-------------------------------------------------------------------------
+ *
+ * engine.h
+ *	  The identity engine's in-memory state, shared by the batch resolver
+ *	  (identity.c) and cdp.stitch (stitch.c), which feeds it groups read
+ *	  from a table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_CDP_ENGINE_H
+#define PG_CDP_ENGINE_H
+
+#include "utils/hsearch.h"
+
+#include "pg_cdp.h"
+
+/*
+ * Hash keys are pairs of strings that live as long as the batch (message
+ * fields and type names), so entries stay small whatever the value length.
+ */
+typedef struct PairKey
+{
+	const char *a;
+	const char *b;
+} PairKey;
+
+typedef struct IdentEntry
+{
+	PairKey		key;			/* (type, value) */
+	int64		profile_id;		/* stored owner, 0 when unknown */
+	int			node;			/* component node, -1 when none */
+	bool		queried;
+} IdentEntry;
+
+typedef struct ProfEntry
+{
+	int64		profile_id;
+	int			node;
+	int			lockmode;		/* 0 none, 1 share, 2 exclusive */
+	bool		need_exclusive;
+	bool		exists;
+} ProfEntry;
+
+typedef struct UfNode
+{
+	int64		profile_id;		/* stored id, or assigned when materialized */
+	bool		stored;
+	int			parent;
+	int			next_member;	/* members of a component, a linked list */
+	int			last_member;
+	int		   *counts;			/* identifiers per type */
+	int			total;
+} UfNode;
+
+typedef struct Engine
+{
+	CdpMessage *msgs;
+	int			nmsgs;
+	int			ntypes;
+	HTAB	   *idents;
+	HTAB	   *profiles;
+	UfNode	   *nodes;
+	int			nnodes;
+	int			maxnodes;
+	/* attachments of new identifiers, in order */
+	int		   *att_msg;
+	int		   *att_ident;
+	int		   *att_node;
+	int			natt;
+	/* merge steps */
+	CdpMergeStep *steps;
+	int			nsteps;
+	int		   *counts_pool;	/* zeroed ints for new nodes' counts */
+	int			counts_left;
+} Engine;
+
+/* Root of node n's component (path halving). */
+extern int	cdp_engine_find_root(Engine *e, int n);
+
+/* Replay message i over the union-find, honouring the limits. */
+extern void cdp_engine_plan_message(Engine *e, CdpMessage *m, int i);
+
+#endif							/* PG_CDP_ENGINE_H */
