@@ -40,14 +40,11 @@ typedef struct LineSet
 } LineSet;
 
 extern void lineset_init(LineSet *set);
-extern void lineset_add(LineSet *set, const char *message, const char *received_at,
-						const char *source, const char *reject_reason);
 extern void lineset_free(LineSet *set);
 
-struct json_t;
-extern void lineset_add_json(LineSet *set, struct json_t *msg, size_t max_bytes,
-							 const char *received_at, const char *source,
-							 const char *too_large_reason);
+extern void lineset_append(LineSet *set, const char *p, size_t len);
+extern void lineset_end(LineSet *set, const char *received_at, const char *source,
+						const char *reject_reason);
 
 typedef enum SubmitResult
 {
@@ -79,11 +76,6 @@ typedef struct SourceInfo
 extern void sources_start(const Config *cfg);
 extern SourceStatus sources_lookup(const char *write_key, SourceInfo *out);
 extern void sources_stop(void);
-
-extern void arena_init(void);
-extern void arena_begin(void);
-extern void arena_end(void);
-extern void arena_free(void *p);
 
 extern void log_msg(const char *level, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));

@@ -7,7 +7,9 @@
  * Web and app SDKs (analytics.js, analytics-node, the mobile SDKs,
  * RudderStack's and Jitsu's) post Segment-spec JSON to /v1/track,
  * /v1/identify, ... and /v1/batch; pointing them at this program sends
- * everything into pg_cdp.  HTTP is libmicrohttpd's, JSON is jansson's and
+ * everything into pg_cdp.  HTTP is libmicrohttpd's; request bodies are
+ * validated and walked by jscan.c and forwarded as the bytes received
+ * (jansson only builds the small documents the collector answers with);
  * PostgreSQL is reached through libpq only.
  *
  * Durability: a request is answered 200 only once its messages are
@@ -47,6 +49,7 @@
 #include <zlib.h>
 
 #include "collector.h"
+#include "jscan.h"
 
 /* Bodies declared larger than this are refused without reading them. */
 #define DISCARD_LIMIT (64 * 1024 * 1024)
@@ -124,7 +127,7 @@ respond_error(struct MHD_Connection *conn, unsigned int status, const char *mess
 	char	   *s = json_dumps(o, JSON_COMPACT);
 	enum MHD_Result ret = respond(conn, status, s, "application/json");
 
-	arena_free(s);
+	free(s);
 	json_decref(o);
 	return ret;
 }
@@ -203,7 +206,7 @@ respond_settings(struct MHD_Connection *conn, const char *write_key)
 							cfg.public_host ? "public, max-age=300" : "no-store");
 	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
 	MHD_destroy_response(resp);
-	arena_free(s);
+	free(s);
 	json_decref(doc);
 	return ret;
 }
@@ -274,100 +277,238 @@ inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *out
 	return 0;
 }
 
+/* The top-level keys the collector acts on. */
+typedef enum
+{
+	KEY_OTHER, KEY_WRITE_KEY, KEY_TYPE, KEY_CONTEXT, KEY_SENT_AT, KEY_BATCH
+} KeyClass;
+
+static KeyClass
+key_class(JsonSpan key)
+{
+	static const struct
+	{
+		const char *name;
+		KeyClass	class;
+	}			known[] = {
+		{"writeKey", KEY_WRITE_KEY}, {"type", KEY_TYPE}, {"context", KEY_CONTEXT},
+		{"sentAt", KEY_SENT_AT}, {"batch", KEY_BATCH}
+	};
+	bool		escaped = memchr(key.p, '\\', key.len) != NULL;
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+	{
+		size_t		n = strlen(known[i].name);
+
+		if (escaped ? jscan_string_is(key, known[i].name) :
+			(key.len == n + 2 && memcmp(key.p + 1, known[i].name, n) == 0))
+			return known[i].class;
+	}
+	return KEY_OTHER;
+}
+
+/* What a batch gives the messages that lack it. */
+typedef struct BatchDefaults
+{
+	JsonSpan	context;		/* len 0: none */
+	JsonSpan	sent_at;
+} BatchDefaults;
+
+/* Append a piece of a message being built, counting its raw bytes. */
+static void
+piece(LineSet *set, size_t *size, const char *p, size_t len)
+{
+	lineset_append(set, p, len);
+	*size += len;
+}
+
 /*
- * Turn the parsed body into inbox lines.  Returns the HTTP status to send
- * when the request as a whole is refused, 0 otherwise.
+ * Append one message (an object of the validated body) as an inbox line:
+ * the bytes the client sent, less any writeKey (a secret, never stored)
+ * and, on the single-message endpoints, less the type the path replaces;
+ * plus the batch's context and sentAt where the message has none.  Only a
+ * message that needs one of these edits is rebuilt, member by member.
+ */
+static void
+add_message(LineSet *set, Request *req, JsonSpan msg, const BatchDefaults *defaults,
+			const char *source, const char *too_large)
+{
+	JsonIter	it;
+	JsonSpan	key,
+				value,
+				member;
+	bool		drop = false;
+	bool		add_context = defaults->context.len > 0;
+	bool		add_sent_at = defaults->sent_at.len > 0;
+	size_t		size = 0;
+
+	jscan_iter(&it, msg);
+	while (jscan_next_member(&it, &key, &value, &member))
+	{
+		switch (key_class(key))
+		{
+			case KEY_WRITE_KEY:
+				drop = true;
+				break;
+			case KEY_TYPE:
+				drop |= req->type != NULL;
+				break;
+			case KEY_CONTEXT:
+				add_context = false;
+				break;
+			case KEY_SENT_AT:
+				add_sent_at = false;
+				break;
+			default:
+				break;
+		}
+	}
+
+	if (!drop && !add_context && !add_sent_at && req->type == NULL)
+		piece(set, &size, msg.p, msg.len);
+	else
+	{
+		const char *sep = "";
+
+		piece(set, &size, "{", 1);
+		jscan_iter(&it, msg);
+		while (jscan_next_member(&it, &key, &value, &member))
+		{
+			KeyClass	c = key_class(key);
+
+			if (c == KEY_WRITE_KEY || (c == KEY_TYPE && req->type != NULL))
+				continue;
+			piece(set, &size, sep, strlen(sep));
+			piece(set, &size, member.p, member.len);
+			sep = ",";
+		}
+		if (add_context)
+		{
+			piece(set, &size, sep, strlen(sep));
+			piece(set, &size, "\"context\":", 10);
+			piece(set, &size, defaults->context.p, defaults->context.len);
+			sep = ",";
+		}
+		if (add_sent_at)
+		{
+			piece(set, &size, sep, strlen(sep));
+			piece(set, &size, "\"sentAt\":", 9);
+			piece(set, &size, defaults->sent_at.p, defaults->sent_at.len);
+			sep = ",";
+		}
+		if (req->type != NULL)
+		{
+			piece(set, &size, sep, strlen(sep));
+			piece(set, &size, "\"type\":\"", 8);
+			piece(set, &size, req->type, strlen(req->type));
+			piece(set, &size, "\"", 1);
+		}
+		piece(set, &size, "}", 1);
+	}
+	lineset_end(set, req->received_at, source,
+				size > (size_t) cfg.max_message ? too_large : NULL);
+}
+
+/*
+ * Turn the validated body into inbox lines.  Returns the HTTP status to
+ * send when the request as a whole is refused, 0 otherwise.
  */
 static int
-collect_lines(Request *req, json_t *body, const char *source, LineSet *set,
+collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 			  const char **why)
 {
-	json_t	   *batch;
-	json_t	   *batch_context = NULL;
-	json_t	   *batch_sent_at = NULL;
-	size_t		i;
-	json_t	   *msg;
+	BatchDefaults defaults = {{NULL, 0}, {NULL, 0}};
+	JsonSpan	batch = {NULL, 0};
+	JsonIter	it;
+	JsonSpan	key,
+				value,
+				member;
 	char		too_large[96];
 
 	snprintf(too_large, sizeof(too_large), "54000: message is larger than %d bytes",
 			 cfg.max_message);
 
-	if (!json_is_object(body))
+	if (jscan_kind(body) != '{')
 	{
 		*why = "the body must be a JSON object";
 		return 400;
 	}
 	if (req->type != NULL)
 	{
-		json_t	   *one = json_array();
-
-		json_object_set_new(body, "type", json_string(req->type));
-		json_array_append(one, body);
-		batch = one;
+		add_message(set, req, body, &defaults, source, too_large);
+		return 0;
 	}
-	else
+
+	jscan_iter(&it, body);
+	while (jscan_next_member(&it, &key, &value, &member))
 	{
-		batch = json_object_get(body, "batch");
-		if (!json_is_array(batch))
+		switch (key_class(key))
 		{
-			*why = "a batch needs a \"batch\" array";
-			return 400;
+			case KEY_BATCH:
+				batch = value;
+				break;
+			case KEY_CONTEXT:
+				defaults.context = jscan_kind(value) == '{' ? value : (JsonSpan) {NULL, 0};
+				break;
+			case KEY_SENT_AT:
+				defaults.sent_at = value;
+				break;
+			default:
+				break;
 		}
-		json_incref(batch);
-		batch_context = json_object_get(body, "context");
-		batch_sent_at = json_object_get(body, "sentAt");
 	}
-
-	json_array_foreach(batch, i, msg)
+	if (jscan_kind(batch) != '[')
 	{
-		char	   *text;
-
-		if (!json_is_object(msg))
+		*why = "a batch needs a \"batch\" array";
+		return 400;
+	}
+	jscan_iter(&it, batch);
+	while (jscan_next_element(&it, &value))
+	{
+		if (jscan_kind(value) != '{')
 		{
-			text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
-			lineset_add(set, text ? text : "null", req->received_at, source,
-						"22023: message must be a JSON object");
-			arena_free(text);
+			lineset_append(set, value.p, value.len);
+			lineset_end(set, req->received_at, source, "22023: message must be a JSON object");
 			continue;
 		}
-		/* The write key is a secret: it is never stored with the message. */
-		json_object_del(msg, "writeKey");
-		if (batch_context && json_is_object(batch_context) && !json_object_get(msg, "context"))
-			json_object_set(msg, "context", batch_context);
-		if (batch_sent_at && !json_object_get(msg, "sentAt"))
-			json_object_set(msg, "sentAt", batch_sent_at);
-		lineset_add_json(set, msg, cfg.max_message, req->received_at, source, too_large);
+		add_message(set, req, value, &defaults, source, too_large);
 	}
-	json_decref(batch);
 	return 0;
 }
 
-static enum MHD_Result handle_post_in_arena(struct MHD_Connection *conn, Request *req);
-
-/* JSON work of a request allocates from the thread's arena (arena.c). */
-static enum MHD_Result
-handle_post(struct MHD_Connection *conn, Request *req)
+/* The write key a body carries at its top level, or NULL. */
+static const char *
+body_write_key(JsonSpan body, char *buf, size_t size)
 {
-	enum MHD_Result ret;
+	JsonIter	it;
+	JsonSpan	key,
+				value,
+				member;
+	const char *found = NULL;
 
-	arena_begin();
-	ret = handle_post_in_arena(conn, req);
-	arena_end();
-	return ret;
+	if (jscan_kind(body) != '{')
+		return NULL;
+	jscan_iter(&it, body);
+	while (jscan_next_member(&it, &key, &value, &member))
+		if (key_class(key) == KEY_WRITE_KEY && jscan_kind(value) == '"')
+			found = jscan_string_decode(value, buf, size) ? buf : "";
+	return found;
 }
 
 static enum MHD_Result
-handle_post_in_arena(struct MHD_Connection *conn, Request *req)
+handle_post(struct MHD_Connection *conn, Request *req)
 {
 	char	   *body = req->body;
 	size_t		len = req->len;
 	char	   *inflated = NULL;
 	const char *enc;
-	json_t	   *doc;
-	json_error_t jerr;
+	JsonSpan	doc;
+	const char *jerr;
+	size_t		jpos;
 	char	   *user;
 	char	   *pass = NULL;
 	const char *key = NULL;
+	char		body_key[256];
 	SourceInfo	src;
 	LineSet		set;
 	const char *why = NULL;
@@ -393,22 +534,27 @@ handle_post_in_arena(struct MHD_Connection *conn, Request *req)
 		return respond_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
 							 "only gzip content encoding is supported");
 
-	doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
-	free(inflated);
-	if (doc == NULL)
+	/*
+	 * Validated whole before anything is taken from it.  Duplicate keys are
+	 * valid JSON; the drain keeps the last, as jsonb does.
+	 */
+	if (!jscan_validate(body ? body : "", len, &jerr, &jpos))
 	{
 		char		msg[300];
 
-		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
-		return respond_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+		snprintf(msg, sizeof(msg), "malformed JSON: %s at byte %zu", jerr, jpos);
+		ret = respond_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+		free(inflated);
+		return ret;
 	}
+	doc = jscan_value(body, len);
 
 	/* Basic auth with the write key as user name, or writeKey in the body. */
 	user = MHD_basic_auth_get_username_password(conn, &pass);
 	if (user && user[0])
 		key = user;
-	else if (json_is_object(doc) && json_is_string(json_object_get(doc, "writeKey")))
-		key = json_string_value(json_object_get(doc, "writeKey"));
+	else
+		key = body_write_key(doc, body_key, sizeof(body_key));
 	if (key == NULL)
 	{
 		ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "a write key is required");
@@ -428,8 +574,6 @@ handle_post_in_arena(struct MHD_Connection *conn, Request *req)
 			ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the database is unavailable");
 			goto done;
 	}
-	if (json_is_object(doc))
-		json_object_del(doc, "writeKey");
 
 	lineset_init(&set);
 	status = collect_lines(req, doc, src.name, &set, &why);
@@ -463,7 +607,7 @@ done:
 		MHD_free(user);
 	if (pass)
 		MHD_free(pass);
-	json_decref(doc);
+	free(inflated);
 	return ret;
 }
 
@@ -882,7 +1026,6 @@ main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
-	arena_init();
 	queue_start(&cfg);
 	sources_start(&cfg);
 

@@ -8,8 +8,9 @@
  * oldest line has waited flush-ms, COPY it into cdp.inbox in one
  * transaction, and wake its requests with the outcome.  Concurrent requests
  * thus share transactions, and a request is acknowledged only after the
- * COPY that holds its lines committed.  Every line is checked for valid
- * UTF-8 before it joins a batch, so one bad line cannot fail the others'.
+ * COPY that holds its lines committed.  Lines are built from bodies that
+ * jscan.c validated (UTF-8 included) and escaped for COPY's text format, so
+ * one bad line cannot fail the others'.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "collector.h"
@@ -32,6 +32,7 @@ typedef struct Batch
 	LineSet		lines;
 	int			waiters;		/* requests that still need the outcome */
 	int			status;			/* 0 open/in flight, 1 committed, -1 failed */
+	pthread_cond_t done;		/* its requests wait for the outcome here */
 	struct timespec opened;
 	struct Batch *next;			/* queue of closed batches */
 } Batch;
@@ -39,7 +40,6 @@ typedef struct Batch
 static const Config *cfg;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t work = PTHREAD_COND_INITIALIZER;	/* flushers wait */
-static pthread_cond_t done = PTHREAD_COND_INITIALIZER;	/* requests wait */
 static Batch *open_batch;
 static long pending_lines;
 static bool urgent;				/* shutting down: flush at once */
@@ -74,78 +74,31 @@ reserve(LineSet *set, size_t more)
 	}
 }
 
-/* Is s valid UTF-8 without NUL bytes (COPY's text input needs both)? */
-static bool
-valid_utf8(const unsigned char *s, size_t len)
-{
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		unsigned char c = s[i];
-		int			n;
-		uint32_t	cp;
-
-		if (c == 0)
-			return false;
-		if (c < 0x80)
-		{
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0)
-			n = 1, cp = c & 0x1F;
-		else if ((c & 0xF0) == 0xE0)
-			n = 2, cp = c & 0x0F;
-		else if ((c & 0xF8) == 0xF0)
-			n = 3, cp = c & 0x07;
-		else
-			return false;
-		for (int k = 1; k <= n; k++)
-		{
-			if (i + k >= len || (s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-			cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += n + 1;
-	}
-	return true;
-}
-
 /* Append bytes in COPY text format: backslash, newline, CR, tab escaped. */
 static void
 append_escaped(LineSet *set, const char *buf, size_t size)
 {
+	static const char escape_as[256] = {
+		['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'
+	};
+	size_t		run = 0;
+
 	reserve(set, size * 2);
 	for (size_t i = 0; i < size; i++)
 	{
-		char		c = buf[i];
+		char		e = escape_as[(unsigned char) buf[i]];
 
-		switch (c)
-		{
-			case '\\':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = '\\';
-				break;
-			case '\n':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 'n';
-				break;
-			case '\r':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 'r';
-				break;
-			case '\t':
-				set->data[set->len++] = '\\';
-				set->data[set->len++] = 't';
-				break;
-			default:
-				set->data[set->len++] = c;
-		}
+		if (e == 0)
+			continue;
+		/* Plain runs are copied whole. */
+		memcpy(set->data + set->len, buf + run, i - run);
+		set->len += i - run;
+		set->data[set->len++] = '\\';
+		set->data[set->len++] = e;
+		run = i + 1;
 	}
+	memcpy(set->data + set->len, buf + run, size - run);
+	set->len += size - run;
 }
 
 /* Append a field; NULL is COPY's \N. */
@@ -181,56 +134,21 @@ finish_line(LineSet *set, const char *received_at, const char *source,
 	set->nlines++;
 }
 
-void
-lineset_add(LineSet *set, const char *message, const char *received_at,
-			const char *source, const char *reject_reason)
-{
-	if (!valid_utf8((const unsigned char *) message, strlen(message)))
-	{
-		message = "\"(message dropped: not valid UTF-8)\"";
-		reject_reason = "22021: message is not valid UTF-8";
-	}
-	add_field(set, message);
-	finish_line(set, received_at, source, reject_reason);
-}
-
-/* jansson dump callback: escape straight into the line set. */
-typedef struct DumpTarget
-{
-	LineSet    *set;
-	size_t		raw;			/* bytes before escaping */
-} DumpTarget;
-
-static int
-dump_escaped(const char *buffer, size_t size, void *data)
-{
-	DumpTarget *t = data;
-
-	t->raw += size;
-	append_escaped(t->set, buffer, size);
-	return 0;
-}
-
 /*
- * lineset_add_json serializes msg straight into the set as one line (no
- * intermediate string); a message over max_bytes keeps its text but gets
- * the reason, so the drain keeps it as a reject.
+ * A line built from pieces of validated JSON (valid UTF-8 by then), each
+ * escaped as it is appended, then ended with its three other fields.
  */
 void
-lineset_add_json(LineSet *set, json_t *msg, size_t max_bytes, const char *received_at,
-				 const char *source, const char *too_large_reason)
+lineset_append(LineSet *set, const char *p, size_t len)
 {
-	DumpTarget	t = {set, 0};
-	size_t		start = set->len;
+	append_escaped(set, p, len);
+}
 
-	if (json_dump_callback(msg, dump_escaped, &t, JSON_COMPACT) != 0 ||
-		!valid_utf8((const unsigned char *) set->data + start, set->len - start))
-	{
-		set->len = start;
-		lineset_add(set, "{}", received_at, source, "22021: message could not be serialized as UTF-8");
-		return;
-	}
-	finish_line(set, received_at, source, t.raw > max_bytes ? too_large_reason : NULL);
+void
+lineset_end(LineSet *set, const char *received_at, const char *source,
+			const char *reject_reason)
+{
+	finish_line(set, received_at, source, reject_reason);
 }
 
 void
@@ -253,7 +171,16 @@ new_batch(void)
 		abort();
 	}
 	clock_gettime(CLOCK_MONOTONIC, &b->opened);
+	pthread_cond_init(&b->done, NULL);
 	return b;
+}
+
+static void
+free_batch(Batch *b)
+{
+	lineset_free(&b->lines);
+	pthread_cond_destroy(&b->done);
+	free(b);
 }
 
 static long
@@ -293,7 +220,13 @@ queue_submit(LineSet *set)
 	b->lines.nlines += set->nlines;
 	b->waiters++;
 	pending_lines += set->nlines;
-	pthread_cond_signal(&work);
+
+	/*
+	 * A flusher needs waking only to start timing a batch or to take a full
+	 * one; otherwise it is already waiting out the flush interval.
+	 */
+	if (b->lines.nlines == set->nlines || b->lines.nlines >= cfg->batch_size)
+		pthread_cond_signal(&work);
 
 	/*
 	 * Wait for the outcome, but not forever: a client told 503 retries, and
@@ -303,14 +236,13 @@ queue_submit(LineSet *set)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += cfg->commit_timeout_s;
 	while (b->status == 0)
-		if (pthread_cond_timedwait(&done, &lock, &deadline) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&b->done, &lock, &deadline) == ETIMEDOUT)
 			break;
 	status = b->status;
 	if (--b->waiters == 0 && status != 0)
 	{
 		/* the flusher is done with it; an unfinished one it frees itself */
-		lineset_free(&b->lines);
-		free(b);
+		free_batch(b);
 	}
 	pthread_mutex_unlock(&lock);
 	if (status == 0)
@@ -412,12 +344,9 @@ flusher_main(void *arg)
 		db_ok = ok;
 		pending_lines -= b->lines.nlines;
 		b->status = ok ? 1 : -1;
+		pthread_cond_broadcast(&b->done);
 		if (b->waiters == 0)
-		{
-			lineset_free(&b->lines);
-			free(b);
-		}
-		pthread_cond_broadcast(&done);
+			free_batch(b);
 		if (!ok)
 		{
 			/* PostgreSQL is down: pace the reconnects */

@@ -155,6 +155,43 @@ is($node->safe_psql('postgres', q{SELECT string_agg(sqlstate || ' ' || reason, '
 	'54000 message is larger than 32768 bytes; 22023 message must be a JSON object; 22023 message needs "userId" or "anonymousId"',
 	'the bad ones are rejects with their reason');
 
+# Messages go through as sent, less the write key however it is spelled;
+# duplicate keys are valid JSON (the last one counts, as in jsonb); what
+# PostgreSQL cannot store (\u0000) becomes a reject, not a failed batch.
+$r = post('/v1/batch', q({"writeKey": "web-write-key-0123456789", "batch": [
+  {"type": "track", "userId": "u-5", "event": "Escaped Key", "messageId": "s-1", "write\u004bey": "leak-1"},
+  {"type": "track", "userId": "u-5", "event": "first", "event": "Duplicate Key", "messageId": "s-2"},
+  {"type": "track", "userId": "u-5", "event": "Nul", "messageId": "s-3", "writeKey": "leak-2",
+   "properties": {"x": "a\u0000b"}},
+  {"type" : "track" , "userId" : "u-5","event":"Spaced"	,"messageId":"s-4",
+   "properties" : { "n" : [ 1, 2.5e3, -0, true, null, {}, [] ], "s": "\ud83d\uded2 \"q\" \\\\ \/" } }
+]}));
+is($r->{status}, 200, 'body write key, odd but valid JSON: accepted');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(event, ',' ORDER BY event_id) FROM cdp.events WHERE event_id LIKE 's-%'"),
+	'Escaped Key,Duplicate Key,Spaced', 'valid messages landed, duplicate key: the last one');
+is($node->safe_psql('postgres', q{SELECT properties->'n' = '[1, 2500, 0, true, null, {}, []]' AND properties->>'s' = E'\U0001F6D2 "q" \\\\ /'
+	FROM cdp.events WHERE event_id = 's-4'}), 't', 'numbers, literals, escapes and surrogate pairs intact');
+is($node->safe_psql('postgres', q{SELECT sqlstate FROM cdp.inbox_rejects WHERE message LIKE '%"s-3"%'}), '22P02',
+	'\u0000 in a message: a reject');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM cdp.inbox_rejects WHERE message LIKE '%leak%' OR message LIKE '%web-write-key%'}),
+	'0', 'no write key is stored, escaped or not');
+
+# Refused before anything is queued: nesting bombs, lone surrogates, raw
+# control characters, trailing garbage.
+$r = post('/v1/track', '{"userId": "u", "event": "deep", "properties": ' . ('[' x 100_000) . (']' x 100_000) . '}',
+	Authorization => $auth);
+is($r->{status}, 400, 'nesting bomb: 400');
+like($r->{content}, qr/nested too deep/, 'saying why');
+like(post('/v1/track', '{"userId": "u", "event": "\ud800 alone"}', Authorization => $auth)->{content},
+	qr/unpaired surrogate/, 'lone surrogate: 400 with the reason');
+is(post('/v1/track', "{\"userId\": \"u\", \"event\": \"a\x01b\"}", Authorization => $auth)->{status}, 400,
+	'raw control character in a string: 400');
+like(post('/v1/track', '{"userId": "u", "event": "x"} trailing', Authorization => $auth)->{content},
+	qr/after the value at byte 30/, 'trailing characters: 400 with the position');
+is(post('/v1/batch', '{"batch": [{"type": "track", "userId": "u", "event": "x",}]}', Authorization => $auth)->{status},
+	400, 'trailing comma: 400');
+
 # received_at is the arrival time, used for clock-skew correction
 post('/v1/track', '{"userId": "u-3", "event": "Skewed", "messageId": "m-skew", "timestamp": "2020-01-01T00:00:00Z", "sentAt": "2020-01-01T00:01:00Z"}',
 	Authorization => $auth);
