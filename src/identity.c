@@ -134,6 +134,27 @@ ident_type_name(CdpIdent *id)
 }
 
 /*
+ * Keys in bytewise order, which is the order of a btree on (a, b) in the C
+ * collation and close to it in others.  Probes and inserts in key order
+ * visit neighbouring index pages one after the other, which are then still
+ * in the CPU caches; in the random order of a hash table nearly every step
+ * of every descent misses them once the index outgrows the caches.
+ */
+static int
+cmp_pair(const PairKey *x, const PairKey *y)
+{
+	int			c = (x->a == y->a) ? 0 : strcmp(x->a, y->a);
+
+	return c != 0 ? c : strcmp(x->b, y->b);
+}
+
+static int
+cmp_pair_ptr(const void *x, const void *y)
+{
+	return cmp_pair(*(PairKey *const *) x, *(PairKey *const *) y);
+}
+
+/*
  * Duplicates by message id: a later copy inside the batch points at the
  * first one (profile filled in after resolution); a stored one already has
  * its profile.
@@ -143,8 +164,7 @@ find_duplicates(Engine *e)
 {
 	HTAB	   *seen;
 	int		   *dup_of = palloc(sizeof(int) * Max(e->nmsgs, 1));
-	char	  **ids = palloc(sizeof(char *) * Max(e->nmsgs, 1));
-	char	  **srcs = palloc(sizeof(char *) * Max(e->nmsgs, 1));
+	PairKey   **keys = palloc(sizeof(PairKey *) * Max(e->nmsgs, 1));
 	int			nids = 0;
 	static SPIPlanPtr plan = NULL;
 
@@ -177,21 +197,29 @@ find_duplicates(Engine *e)
 		else
 		{
 			s->first = i;
-			srcs[nids] = (char *) key.a;
-			ids[nids++] = m->message_id;
+			keys[nids++] = &s->key;
 		}
 	}
 
 	if (nids > 0)
 	{
+		char	  **ids = palloc(sizeof(char *) * nids);
+		char	  **srcs = palloc(sizeof(char *) * nids);
 		Datum		values[2];
 
+		qsort(keys, nids, sizeof(PairKey *), cmp_pair_ptr);
+		for (int i = 0; i < nids; i++)
+		{
+			srcs[i] = (char *) keys[i]->a;
+			ids[i] = (char *) keys[i]->b;
+		}
 		if (plan == NULL)
 		{
 			Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 
-			plan = cdp_prepare("SELECT d.source, d.message_id, d.profile_id "
-							   "FROM unnest($1::text[], $2::text[]) AS u(source, message_id) "
+			plan = cdp_prepare("SELECT u.ord::int4, d.profile_id "
+							   "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY "
+							   "  AS u(source, message_id, ord) "
 							   "JOIN cdp.message_ids d ON d.source = u.source "
 							   "  AND d.message_id = u.message_id", 2, argtypes);
 		}
@@ -200,21 +228,15 @@ find_duplicates(Engine *e)
 		cdp_spi_exec(plan, values, SPI_OK_SELECT);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
-			PairKey		key;
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			SeenEntry  *s;
+			int			ord = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+			SeenEntry  *s = (SeenEntry *) keys[ord - 1];
+			CdpMessage *m = &e->msgs[s->first];
 
-			key.a = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-			key.b = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
-			s = hash_search(seen, &key, HASH_FIND, NULL);
-			if (s)
-			{
-				CdpMessage *m = &e->msgs[s->first];
-
-				m->duplicate = true;
-				m->profile_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-															SPI_tuptable->tupdesc, 3, &isnull));
-			}
+			m->duplicate = true;
+			m->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		}
 	}
 	return dup_of;
@@ -223,6 +245,9 @@ find_duplicates(Engine *e)
 /*
  * Query cdp.identities for the identifiers of active messages (all of them,
  * or only those not asked yet).
+ *
+ * The keys go in key order (cmp_pair), and rows come back by ordinal, so no
+ * value is converted back to a string and hashed again to find its entry.
  */
 static void
 lookup_identities(Engine *e, bool only_unqueried)
@@ -230,14 +255,14 @@ lookup_identities(Engine *e, bool only_unqueried)
 	static SPIPlanPtr plan = NULL;
 	HASH_SEQ_STATUS seq;
 	IdentEntry *ent;
+	IdentEntry **ents;
 	char	  **types;
 	char	  **values;
 	int			n = 0;
 	long		total = hash_get_num_entries(e->idents);
 	Datum		args[2];
 
-	types = palloc(sizeof(char *) * Max(total, 1));
-	values = palloc(sizeof(char *) * Max(total, 1));
+	ents = palloc(sizeof(IdentEntry *) * Max(total, 1));
 	hash_seq_init(&seq, e->idents);
 	while ((ent = hash_seq_search(&seq)) != NULL)
 	{
@@ -245,20 +270,28 @@ lookup_identities(Engine *e, bool only_unqueried)
 			continue;
 		ent->queried = true;
 		ent->profile_id = 0;
-		types[n] = (char *) ent->key.a;
-		values[n] = (char *) ent->key.b;
-		n++;
+		ents[n++] = ent;
 	}
 	if (n == 0)
 		return;
+	/* an entry starts with its key */
+	StaticAssertStmt(offsetof(IdentEntry, key) == 0, "IdentEntry must start with its key");
+	qsort(ents, n, sizeof(IdentEntry *), cmp_pair_ptr);
+	types = palloc(sizeof(char *) * n);
+	values = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		types[i] = (char *) ents[i]->key.a;
+		values[i] = (char *) ents[i]->key.b;
+	}
 
 	if (plan == NULL)
 	{
 		Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 
 		/* generic plan on purpose: index probes, whatever the batch size */
-		plan = cdp_prepare("SELECT i.type, i.value, i.profile_id "
-						   "FROM unnest($1::text[], $2::text[]) AS u(type, value) "
+		plan = cdp_prepare("SELECT u.ord::int4, i.profile_id "
+						   "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(type, value, ord) "
 						   "JOIN cdp.identities i ON i.type = u.type AND i.value = u.value",
 						   2, argtypes);
 	}
@@ -270,10 +303,9 @@ lookup_identities(Engine *e, bool only_unqueried)
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
+		int			ord = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 
-		ent = ident_entry(e, SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2), false);
-		if (ent)
-			ent->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		ents[ord - 1]->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 	}
 }
 
@@ -299,6 +331,7 @@ settle_alias_types(Engine *e)
 				continue;
 			u = ident_entry(e, "user_id", id->value, false);
 			id->type = (u && u->profile_id != 0) ? user_id : anon;
+			id->entry = ident_entry(e, ident_type_name(id), id->value, false);
 		}
 	}
 }
@@ -336,8 +369,7 @@ lock_profiles(Engine *e)
 				continue;
 			for (int j = 0; j < m->nidents; j++)
 			{
-				IdentEntry *ie = ident_entry(e, ident_type_name(&m->idents[j]),
-											 m->idents[j].value, false);
+				IdentEntry *ie = m->idents[j].entry;
 
 				if (ie == NULL || ie->profile_id == 0)
 					structural = true;
@@ -348,8 +380,7 @@ lock_profiles(Engine *e)
 			}
 			for (int j = 0; j < m->nidents; j++)
 			{
-				IdentEntry *ie = ident_entry(e, ident_type_name(&m->idents[j]),
-											 m->idents[j].value, false);
+				IdentEntry *ie = m->idents[j].entry;
 
 				if (ie && ie->profile_id != 0)
 				{
@@ -760,8 +791,10 @@ materialize(Engine *e, int *dup_of)
 		{
 			Oid			argtypes[1] = {INT4OID};
 
-			seq_plan = cdp_prepare("SELECT nextval(pg_get_serial_sequence('cdp.profiles', 'profile_id')) "
-								   "FROM generate_series(1, $1)", 1, argtypes);
+			/* the sequence is looked up once, not once per id */
+			seq_plan = cdp_prepare("SELECT nextval(s.seq) "
+								   "FROM (SELECT pg_get_serial_sequence('cdp.profiles', 'profile_id')::regclass "
+								   "      AS seq OFFSET 0) AS s, generate_series(1, $1)", 1, argtypes);
 			prof_plan = NULL;
 		}
 		args[0] = Int32GetDatum(nnew);
@@ -789,7 +822,8 @@ materialize(Engine *e, int *dup_of)
 
 			prof_plan = cdp_prepare("INSERT INTO cdp.profiles (profile_id, created_at, updated_at) "
 									"OVERRIDING SYSTEM VALUE "
-									"SELECT id, at, at FROM unnest($1::int8[], $2::timestamptz[]) AS u(id, at)",
+									"SELECT id, at, at FROM (SELECT unnest($1::int8[]) AS id, "
+									"  unnest($2::timestamptz[]) AS at) AS u",
 									2, argtypes);
 		}
 		args[0] = cdp_int8_array(newids, nnew);
@@ -817,22 +851,33 @@ materialize(Engine *e, int *dup_of)
 		char	  **types = palloc(sizeof(char *) * e->natt);
 		char	  **values = palloc(sizeof(char *) * e->natt);
 		int64	   *owners = palloc(sizeof(int64) * e->natt);
+		PairKey    *rows = palloc(sizeof(PairKey) * e->natt);
+		PairKey   **sorted = palloc(sizeof(PairKey *) * e->natt);
 
+		/* in key order (cmp_pair) */
 		for (int a = 0; a < e->natt; a++)
 		{
-			CdpMessage *m = &e->msgs[e->att_msg[a]];
-			CdpIdent   *id = &m->idents[e->att_ident[a]];
+			CdpIdent   *id = &e->msgs[e->att_msg[a]].idents[e->att_ident[a]];
 
-			types[a] = cdp_ident_type_at(id->type)->name;
-			values[a] = id->value;
-			owners[a] = m->profile_id;
+			rows[a].a = cdp_ident_type_at(id->type)->name;
+			rows[a].b = id->value;
+			sorted[a] = &rows[a];
+		}
+		qsort(sorted, e->natt, sizeof(PairKey *), cmp_pair_ptr);
+		for (int k = 0; k < e->natt; k++)
+		{
+			int			a = sorted[k] - rows;
+
+			types[k] = (char *) rows[a].a;
+			values[k] = (char *) rows[a].b;
+			owners[k] = e->msgs[e->att_msg[a]].profile_id;
 		}
 		if (ident_plan == NULL)
 		{
 			Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
 
 			ident_plan = cdp_prepare("INSERT INTO cdp.identities (type, value, profile_id, first_seen_at) "
-									 "SELECT t, v, p, $4 FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(t, v, p)",
+									 "SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::int8[]), $4",
 									 4, argtypes);
 		}
 		args[0] = cdp_text_array(types, e->natt);
@@ -899,6 +944,8 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 		{
 			CdpIdent   *id = &m->idents[j];
 
+			/* kept for the later steps, which need no hash lookup then */
+			id->entry = NULL;
 			if (id->alias_previous)
 			{
 				keys[nkeys++] = cdp_hash_key("user_id", id->value);
@@ -909,7 +956,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 			else
 			{
 				keys[nkeys++] = cdp_hash_key(ident_type_name(id), id->value);
-				ident_entry(&e, ident_type_name(id), id->value, true);
+				id->entry = ident_entry(&e, ident_type_name(id), id->value, true);
 			}
 		}
 	}

@@ -440,9 +440,13 @@ cdp_drain_inbox(int limit, int *rejected)
 	{
 		Oid			argtypes[1] = {INT4OID};
 
-		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id IN ("
+		/*
+		 * The ids as an array: one index scan deletes them, in id order,
+		 * where a join would hash them first and return them unordered.
+		 */
+		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id = ANY (ARRAY("
 						   "  SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id "
-						   "  LIMIT $1 FOR UPDATE SKIP LOCKED) "
+						   "  LIMIT $1 FOR UPDATE SKIP LOCKED)) "
 						   "RETURNING inbox_id, message, received_at, source, reject_reason", 1, argtypes);
 	}
 	args[0] = Int32GetDatum(limit);
@@ -467,6 +471,7 @@ cdp_drain_inbox(int limit, int *rejected)
 		msgs[i].node = -1;
 		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
 	}
+	/* in id order already, but the plan is not bound to keep it */
 	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
 	run_isolated(msgs, n, parse_batch);
 	run_isolated(msgs, n, write_batch);

@@ -518,9 +518,11 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 		event_plan = cdp_prepare("INSERT INTO cdp.events (profile_id, occurred_at, event_id, event, "
 								 "  properties, channel, type, received_at, original_profile_id, context, source) "
 								 "SELECT p, o, i, e, coalesce(pr, '{}'), c, t, r, p, cx, s "
-								 "FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], "
-								 "            $5::jsonb[], $6::text[], $7::text[], $8::timestamptz[], "
-								 "            $9::jsonb[], $10::text[]) AS u(p, o, i, e, pr, c, t, r, cx, s)",
+								 "FROM (SELECT unnest($1::int8[]) AS p, unnest($2::timestamptz[]) AS o, "
+								 "        unnest($3::text[]) AS i, unnest($4::text[]) AS e, "
+								 "        unnest($5::jsonb[]) AS pr, unnest($6::text[]) AS c, "
+								 "        unnest($7::text[]) AS t, unnest($8::timestamptz[]) AS r, "
+								 "        unnest($9::jsonb[]) AS cx, unnest($10::text[]) AS s) AS u",
 								 10, argtypes);
 	}
 	args[0] = cdp_int8_array(pids, n);
@@ -563,8 +565,9 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 
 			mid_plan = cdp_prepare("INSERT INTO cdp.message_ids (source, message_id, profile_id, "
 								   "  original_profile_id, occurred_at, received_at) "
-								   "SELECT s, i, p, p, o, $4 FROM unnest($1::text[], $2::int8[], "
-								   "  $3::timestamptz[], $5::text[]) AS u(i, p, o, s)",
+								   "SELECT s, i, p, p, o, $4 "
+								   "FROM (SELECT unnest($1::text[]) AS i, unnest($2::int8[]) AS p, "
+								   "        unnest($3::timestamptz[]) AS o, unnest($5::text[]) AS s) AS u",
 								   5, argtypes);
 		}
 		args[0] = cdp_text_array(ids, nmid);

@@ -379,8 +379,14 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 	args[0] = cdp_int8_array(losers, nsteps);
 	cdp_spi_exec(delete_plan, args, SPI_OK_DELETE);
 
-	cdp_mark_profiles_changed(losers, nsteps, "merge");
-	cdp_mark_profiles_changed(finals, nsteps, "merge");
+	/* losers and winners alike, in one statement */
+	{
+		int64	   *changed = palloc(sizeof(int64) * nsteps * 2);
+
+		memcpy(changed, losers, sizeof(int64) * nsteps);
+		memcpy(changed + nsteps, finals, sizeof(int64) * nsteps);
+		cdp_mark_profiles_changed(changed, nsteps * 2, "merge");
+	}
 }
 
 /*

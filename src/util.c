@@ -29,6 +29,7 @@
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #include "utils/timestamp.h"
 
@@ -46,25 +47,63 @@ build_array(Datum *elems, int n, Oid elemtype)
 										   typbyval, typalign));
 }
 
-/* Text array; NULL entries become SQL NULLs. */
+/*
+ * Text array; NULL entries become SQL NULLs.  Built in place: every batch
+ * passes thousands of strings, and a text datum each, copied again into the
+ * array, costs twice the allocations and copies.
+ */
 Datum
 cdp_text_array(char **values, int n)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1];
-	int			lbs[1] = {1};
+	int		   *lens;
+	Size		nbytes = 0;
+	bool		hasnulls = false;
+	Size		dataoffset;
+	ArrayType  *result;
+	bits8	   *bitmap;
+	char	   *p;
 
-	for (int i = 0; i < n; i++)
-	{
-		nulls[i] = (values[i] == NULL);
-		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(values[i]);
-	}
-	dims[0] = n;
 	if (n == 0)
 		return PointerGetDatum(construct_empty_array(TEXTOID));
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
-											  TEXTOID, -1, false, TYPALIGN_INT));
+	lens = palloc(sizeof(int) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (values[i] == NULL)
+		{
+			hasnulls = true;
+			continue;
+		}
+		lens[i] = strlen(values[i]);
+		/* as construct_md_array stores them: 4-byte headers, int-aligned */
+		nbytes = att_align_nominal(nbytes + VARHDRSZ + lens[i], TYPALIGN_INT);
+		if (!AllocSizeIsValid(nbytes))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("array size exceeds the maximum allowed (%d)",
+							(int) MaxAllocSize)));
+	}
+	dataoffset = hasnulls ? ARR_OVERHEAD_WITHNULLS(1, n) : 0;
+	nbytes += hasnulls ? dataoffset : ARR_OVERHEAD_NONULLS(1);
+	result = palloc0(nbytes);
+	SET_VARSIZE(result, nbytes);
+	result->ndim = 1;
+	result->dataoffset = dataoffset;
+	result->elemtype = TEXTOID;
+	ARR_DIMS(result)[0] = n;
+	ARR_LBOUND(result)[0] = 1;
+	bitmap = ARR_NULLBITMAP(result);
+	p = ARR_DATA_PTR(result);
+	for (int i = 0; i < n; i++)
+	{
+		if (values[i] == NULL)
+			continue;
+		if (bitmap)
+			bitmap[i / 8] |= 1 << (i % 8);
+		SET_VARSIZE(p, VARHDRSZ + lens[i]);
+		memcpy(VARDATA(p), values[i], lens[i]);
+		p += att_align_nominal(VARHDRSZ + lens[i], TYPALIGN_INT);
+	}
+	return PointerGetDatum(result);
 }
 
 Datum
@@ -121,11 +160,17 @@ cdp_jsonb_array(Jsonb **values, int n)
 /*
  * cdp_prepare prepares and keeps a plan.  Callers cache the result in a
  * static variable: the plan cache replans on its own after DDL.
+ *
+ * The plan is generic from the first execution on: left to choose, the
+ * plan cache would plan some statements (a LIMIT $1, arrays of keys) anew
+ * at every execution, as their custom plans always look cheaper, and the
+ * plans are the same index probes whatever the parameters (cdp_spi_exec).
  */
 SPIPlanPtr
 cdp_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "pg_cdp: could not prepare internal statement: %s",
