@@ -250,6 +250,26 @@ queue_submit(LineSet *set)
 	return status > 0 ? SUBMIT_COMMITTED : SUBMIT_FAILED;
 }
 
+/* A connection, made anew when there is none or it broke. */
+static bool
+ensure_connection(PGconn **conn)
+{
+	if (*conn != NULL && PQstatus(*conn) == CONNECTION_OK)
+		return true;
+	if (*conn)
+		PQfinish(*conn);
+	*conn = PQconnectdb(cfg->conninfo);
+	if (PQstatus(*conn) != CONNECTION_OK)
+	{
+		log_msg("WARNING", "cannot connect to PostgreSQL: %s", PQerrorMessage(*conn));
+		PQfinish(*conn);
+		*conn = NULL;
+		return false;
+	}
+	PQclear(PQexec(*conn, "SET application_name = 'pg_cdp_collector'"));
+	return true;
+}
+
 /* COPY one batch; true when it committed. */
 static bool
 copy_batch(PGconn **conn, Batch *b)
@@ -257,25 +277,22 @@ copy_batch(PGconn **conn, Batch *b)
 	PGresult   *res;
 	bool		ok = false;
 
-	if (*conn == NULL || PQstatus(*conn) != CONNECTION_OK)
+	for (int attempt = 0;; attempt++)
 	{
-		if (*conn)
-			PQfinish(*conn);
-		*conn = PQconnectdb(cfg->conninfo);
-		if (PQstatus(*conn) != CONNECTION_OK)
-		{
-			log_msg("WARNING", "cannot connect to PostgreSQL: %s", PQerrorMessage(*conn));
-			PQfinish(*conn);
-			*conn = NULL;
+		if (!ensure_connection(conn))
 			return false;
-		}
-		PQclear(PQexec(*conn, "SET application_name = 'pg_cdp_collector'"));
-	}
-	res = PQexec(*conn, "COPY cdp.inbox (message, received_at, source, reject_reason) FROM STDIN");
-	if (PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		log_msg("WARNING", "COPY into cdp.inbox refused: %s", PQerrorMessage(*conn));
+		res = PQexec(*conn, "COPY cdp.inbox (message, received_at, source, reject_reason) FROM STDIN");
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+			break;
 		PQclear(res);
+
+		/*
+		 * A connection idle while PostgreSQL restarted looks fine until used:
+		 * nothing was sent yet, so one more try on a new connection.
+		 */
+		if (attempt == 0 && PQstatus(*conn) == CONNECTION_BAD)
+			continue;
+		log_msg("WARNING", "COPY into cdp.inbox refused: %s", PQerrorMessage(*conn));
 		return false;
 	}
 	PQclear(res);

@@ -269,11 +269,19 @@ for (1 .. 50)
 	usleep(200_000);
 }
 is($status, 200, 'accepted again once PostgreSQL is back');
+# A restart while the collector is idle leaves every flusher's connection
+# stale without its knowing: the first COPY on each finds out, and must
+# retry on a new connection rather than turn the request away.
+$node->restart;
+my @after = map { post('/v1/track', qq({"userId": "u-1", "event": "After", "messageId": "m-after-$_"}),
+	Authorization => $auth)->{status} } 1 .. 4;
+is("@after", '200 200 200 200', 'requests after an idle restart accepted at once');
 wait_drained();
 is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-down'"), '1', 'the retried event landed once');
 
 # --- SIGTERM: flush and exit 0 ---
-post('/v1/track', '{"userId": "u-1", "event": "Last", "messageId": "m-last"}', Authorization => $auth);
+$r = post('/v1/track', '{"userId": "u-1", "event": "Last", "messageId": "m-last"}', Authorization => $auth);
+is($r->{status}, 200, 'acknowledged before the stop') or diag($r->{content});
 $collector->signal('TERM');
 $collector->finish;
 is($collector->full_result(0), 0, 'SIGTERM: exit status 0');
