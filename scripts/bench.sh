@@ -401,7 +401,7 @@ if [ -n "$rs" ]; then
          "${DRAIN_SECONDS[$HEADLINE_BATCH]} s"
     echo "   components: ${HEADLINE_COMPONENTS:-not compared}"
     echo "   (it stores what it resolves, which label propagation does not: reported beside the"
-    echo "   target, which is met by the engine fed the same identifiers directly, below)"
+    echo "   target, which is measured on the engine fed the same identifiers directly, below)"
     report "2 identity, drain's identity phase, s" "$LP_SECONDS" "$rs" \
         "$(calc "$LP_SECONDS / ($rs > 0 ? $rs : 0.001)" 2)"
     echo "   (label propagation / whole drain: $(calc "$LP_SECONDS / ${DRAIN_SECONDS[$HEADLINE_BATCH]}" 2))"

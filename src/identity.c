@@ -491,17 +491,6 @@ new_node(Engine *e, int64 profile_id, bool stored)
 	return e->nnodes++;
 }
 
-int
-cdp_engine_find_root(Engine *e, int n)
-{
-	while (e->nodes[n].parent != n)
-	{
-		e->nodes[n].parent = e->nodes[e->nodes[n].parent].parent;
-		n = e->nodes[n].parent;
-	}
-	return n;
-}
-
 /* Per-type identifier counts of the stored profiles a message may change. */
 static void
 load_counts(Engine *e)

@@ -136,6 +136,7 @@ typedef struct StitchPending
 	uint32		len;
 	uint32		hash;
 	int			type;
+	uint32		entry;			/* once interned */
 } StitchPending;
 
 struct StitchState
@@ -456,10 +457,31 @@ stitch_flush(StitchState *st)
 		if (sl->status == stitch_idents_SH_IN_USE && sl->hash == st->pending[i].hash)
 			stitch_prefetch(stitch_entry(st, sl->idx)->ent.key.b);
 	}
+	/*
+	 * Intern, then ask for the union-find nodes the engine visits next, and
+	 * their parents (the roots, mostly): misses again, overlapped the same
+	 * way.
+	 */
+	for (int i = 0; i < st->npending; i++)
+	{
+		int			node;
+
+		st->pending[i].entry = stitch_intern(st, &st->pending[i]);
+		node = stitch_entry(st, st->pending[i].entry)->ent.node;
+		if (node >= 0)
+			stitch_prefetch(&st->e->nodes[node]);
+	}
+	for (int i = 0; i < st->npending; i++)
+	{
+		int			node = stitch_entry(st, st->pending[i].entry)->ent.node;
+
+		if (node >= 0)
+			stitch_prefetch(&st->e->nodes[st->e->nodes[node].parent]);
+	}
 	for (int i = 0; i < st->npending && !st->unsorted; i++)
 	{
 		StitchPending *p = &st->pending[i];
-		uint32		entry = stitch_intern(st, p);
+		uint32		entry = p->entry;
 		bool		isnew;
 		int32		gi = stitch_group(st, p->gid, &isnew);	/* may move grows */
 
@@ -690,6 +712,18 @@ cdp_stitch(PG_FUNCTION_ARGS)
 	}
 	INSTR_TIME_SET_CURRENT(t1);
 
+	/*
+	 * Every node straight under its root, in one pass: a node's parent has
+	 * a lower number (the older node wins a union), so it is final by then,
+	 * and the output below needs one lookup per identifier, not a chain.
+	 */
+	for (int n = 0; n < e.nnodes; n++)
+	{
+		if (n + 16 < e.nnodes)
+			stitch_prefetch(&e.nodes[e.nodes[n + 16].parent]);
+		e.nodes[n].parent = cdp_engine_find_root(&e, n);
+	}
+
 	/* Each identifier with its component (identifiers left out have none). */
 	vbuf = palloc(VARHDRSZ + st.maxlen);
 	for (uint32 i = 0; i < st.nentries; i++)
@@ -701,13 +735,13 @@ cdp_stitch(PG_FUNCTION_ARGS)
 		if ((i & 65535) == 0)
 			CHECK_FOR_INTERRUPTS();
 		if (i + 16 < st.nentries && stitch_entry(&st, i + 16)->ent.node >= 0)
-			stitch_prefetch(&e.nodes[e.nodes[stitch_entry(&st, i + 16)->ent.node].parent]);
+			stitch_prefetch(&e.nodes[stitch_entry(&st, i + 16)->ent.node]);
 		values[0] = type_names[se->type];
 		SET_VARSIZE(vbuf, VARHDRSZ + se->len);
 		memcpy(VARDATA(vbuf), se->ent.key.b, se->len);
 		values[1] = PointerGetDatum(vbuf);
 		if (se->ent.node >= 0)
-			values[2] = Int64GetDatum((int64) cdp_engine_find_root(&e, se->ent.node) + 1);
+			values[2] = Int64GetDatum((int64) e.nodes[se->ent.node].parent + 1);
 		else
 			nulls[2] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
