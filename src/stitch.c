@@ -197,8 +197,10 @@ stitch_alloc_big(MemoryContext cxt, Size size, bool zero)
 	char	   *p = (char *) TYPEALIGN(huge, raw + sizeof(void *));
 
 	((void **) p)[-1] = raw;
+#ifdef MADV_HUGEPAGE
 	if (size >= huge)
 		(void) madvise(p, TYPEALIGN_DOWN(huge, size), MADV_HUGEPAGE);
+#endif
 	if (zero)
 		memset(p, 0, size);
 	return p;
@@ -272,7 +274,8 @@ stitch_type_index(StitchState *st, text *t, int64 gid)
 	int			len = VARSIZE_ANY_EXHDR(t);
 	int			last = st->last_type;
 
-	if (last < st->ntypes && st->type_len[last] == len && memcmp(cdp_ident_type_at(last)->name, name, len) == 0)
+	if (last < st->ntypes && st->type_len[last] == len &&
+		memcmp(cdp_ident_type_at(last)->name, name, len) == 0)
 		return last;
 	for (int i = 0; i < st->ntypes; i++)
 		if (st->type_len[i] == len && memcmp(cdp_ident_type_at(i)->name, name, len) == 0)
