@@ -74,9 +74,13 @@ reserve(LineSet *set, size_t more)
 	}
 }
 
-/* Append bytes in COPY text format: backslash, newline, CR, tab escaped. */
-static void
-append_escaped(LineSet *set, const char *buf, size_t size)
+/*
+ * Append bytes in COPY text format: backslash, newline, CR, tab escaped.
+ * A line is built from pieces of validated JSON (valid UTF-8 by then), each
+ * appended so, then ended by lineset_end with its three other fields.
+ */
+void
+lineset_append(LineSet *set, const char *buf, size_t size)
 {
 	static const char escape_as[256] = {
 		['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'
@@ -112,12 +116,12 @@ add_field(LineSet *set, const char *value)
 		set->len += 2;
 		return;
 	}
-	append_escaped(set, value, strlen(value));
+	lineset_append(set, value, strlen(value));
 }
 
 /* End a line: the three fields after the message, then the newline. */
-static void
-finish_line(LineSet *set, const char *received_at, const char *source,
+void
+lineset_end(LineSet *set, const char *received_at, const char *source,
 			const char *reject_reason)
 {
 	reserve(set, 1);
@@ -132,23 +136,6 @@ finish_line(LineSet *set, const char *received_at, const char *source,
 	reserve(set, 1);
 	set->data[set->len++] = '\n';
 	set->nlines++;
-}
-
-/*
- * A line built from pieces of validated JSON (valid UTF-8 by then), each
- * escaped as it is appended, then ended with its three other fields.
- */
-void
-lineset_append(LineSet *set, const char *p, size_t len)
-{
-	append_escaped(set, p, len);
-}
-
-void
-lineset_end(LineSet *set, const char *received_at, const char *source,
-			const char *reject_reason)
-{
-	finish_line(set, received_at, source, reject_reason);
 }
 
 void
