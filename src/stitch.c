@@ -63,7 +63,6 @@ typedef struct StitchGroupRows
 {
 	int32		first;
 	int32		last;
-	int32		count;
 } StitchGroupRows;
 
 typedef struct StitchState StitchState;
@@ -172,7 +171,6 @@ struct StitchState
 	bool		unsorted;		/* a group came back: stream abandoned */
 	Engine	   *e;
 	CdpMessage	m;				/* the group being read */
-	int			mcap;
 	int32		m_group;
 	/* the probe: what is being looked up */
 	const char *probe_value;
@@ -362,7 +360,6 @@ stitch_group(StitchState *st, int64 gid, bool *isnew)
 		if (!st->stream)
 		{
 			st->grows[g].first = -1;
-			st->grows[g].count = 0;
 		}
 		st->gids[g] = gid;
 		*isnew = true;
@@ -377,22 +374,10 @@ stitch_group(StitchState *st, int64 gid, bool *isnew)
 
 /* Fill a reused message with an interned identifier. */
 static void
-stitch_append(CdpMessage *m, int *cap, StitchEntry *se)
+stitch_append(CdpMessage *m, StitchEntry *se)
 {
-	CdpIdent   *id;
-
-	if (m->nidents >= *cap)
-	{
-		*cap = Max(16, *cap * 2);
-		m->idents = m->idents ? repalloc(m->idents, sizeof(CdpIdent) * *cap) :
-			palloc(sizeof(CdpIdent) * *cap);
-	}
-	id = &m->idents[m->nidents++];
-	id->type = se->type;
-	id->value = (char *) se->ent.key.b;
-	id->alias_previous = false;
-	id->node = -1;
-	id->entry = &se->ent;
+	cdp_message_append_ident(m, se->type, (char *) se->ent.key.b);
+	m->idents[m->nidents - 1].entry = &se->ent;
 }
 
 /* Plan the group being read, if any, and start over. */
@@ -424,7 +409,7 @@ stitch_stream_row(StitchState *st, int32 gi, bool isnew, uint32 entry)
 		stitch_stream_plan(st);
 		st->m_group = gi;
 	}
-	stitch_append(&st->m, &st->mcap, stitch_entry(st, entry));
+	stitch_append(&st->m, stitch_entry(st, entry));
 }
 
 /*
@@ -502,7 +487,6 @@ stitch_flush(StitchState *st)
 			else
 				stitch_row(st, g->last)->next = st->nrows;
 			g->last = st->nrows;
-			g->count++;
 		}
 		st->nrows++;
 	}
@@ -572,7 +556,6 @@ static void
 stitch_plan(StitchState *st, Engine *e)
 {
 	CdpMessage	m;
-	int			cap = 0;
 
 	memset(&m, 0, sizeof(m));
 	for (int32 gi = 0; gi < st->ngroups; gi++)
@@ -597,7 +580,7 @@ stitch_plan(StitchState *st, Engine *e)
 		m.nissues = 0;
 		m.issues = NULL;
 		for (int32 r = g->first; r >= 0; r = stitch_row(st, r)->next)
-			stitch_append(&m, &cap, stitch_entry(st, stitch_row(st, r)->entry));
+			stitch_append(&m, stitch_entry(st, stitch_row(st, r)->entry));
 		cdp_engine_plan_message(e, &m, gi);
 	}
 }
