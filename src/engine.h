@@ -72,6 +72,8 @@ typedef struct Engine
 	int			nsteps;
 	int		   *counts_pool;	/* zeroed ints for new nodes' counts */
 	int			counts_left;
+	/* identifiers looked up under the exclusive global lock: owners stay */
+	bool		owners_stable;
 } Engine;
 
 /* Root of node n's component (path halving); inline, as it is hot. */

@@ -411,6 +411,17 @@ lock_profiles(Engine *e)
 			return;
 		cdp_lock_keys(keys, n, excl, CDP_LOCK_PROFILE);
 
+		/*
+		 * Under the exclusive global lock, taken before the identifiers were
+		 * looked up, no one else can have retired a profile they name.
+		 */
+		if (e->owners_stable)
+		{
+			for (int i = 0; i < n; i++)
+				prof_entry(e, ids[i], false)->exists = true;
+			return;
+		}
+
 		/* Which of them still exist? */
 		if (plan == NULL)
 		{
@@ -950,6 +961,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 		}
 	}
 	cdp_lock_keys(keys, nkeys, NULL, CDP_LOCK_IDENTIFIER);
+	e.owners_stable = cdp_locks_escalated();
 
 	/*
 	 * 2. Duplicates.  Checked after the identifier locks: a concurrent copy

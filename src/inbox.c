@@ -51,8 +51,8 @@ transient_error(int sqlerrcode)
 }
 
 /* Undo what a failed write left in the messages, before trying again. */
-static void
-reset_messages(CdpMessage *msgs, int n)
+void
+cdp_reset_messages(CdpMessage *msgs, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
@@ -70,16 +70,14 @@ reset_messages(CdpMessage *msgs, int n)
 	}
 }
 
-typedef void (*BatchWork) (CdpMessage *msgs, int n);
-
 /*
- * run_isolated runs work on msgs in an internal subtransaction; should it
+ * cdp_run_isolated runs work on msgs in an internal subtransaction; should it
  * fail, the batch is split in halves, each tried alone, until the failing
  * message is alone: it gets the error as its reject reason and the others
  * go through.  Work must start by clearing what an earlier try left.
  */
-static void
-run_isolated(CdpMessage *msgs, int n, BatchWork work)
+void
+cdp_run_isolated(CdpMessage *msgs, int n, CdpBatchWork work)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -108,15 +106,25 @@ run_isolated(CdpMessage *msgs, int n, BatchWork work)
 
 		if (transient_error(ed->sqlerrcode))
 			ReThrowError(ed);
-		if (n == 1)
+		if (n == 1 && ed->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+			ed->constraint_name && strcmp(ed->constraint_name, "message_ids_pkey") == 0)
+		{
+			/*
+			 * A copy of the message committed after ours was checked (a
+			 * drainer writes events in a transaction of their own): ours is
+			 * the duplicate.
+			 */
+			msgs[0].duplicate = true;
+		}
+		else if (n == 1)
 		{
 			cdp_set_error(&msgs[0].err, ed->sqlerrcode, ed->message,
 						  ed->detail, ed->hint);
 		}
 		else
 		{
-			run_isolated(msgs, n / 2, work);
-			run_isolated(msgs + n / 2, n - n / 2, work);
+			cdp_run_isolated(msgs, n / 2, work);
+			cdp_run_isolated(msgs + n / 2, n - n / 2, work);
 		}
 	}
 	PG_END_TRY();
@@ -125,7 +133,7 @@ run_isolated(CdpMessage *msgs, int n, BatchWork work)
 static void
 write_batch(CdpMessage *msgs, int n)
 {
-	reset_messages(msgs, n);
+	cdp_reset_messages(msgs, n);
 	cdp_write_messages(msgs, n);
 }
 
@@ -137,8 +145,8 @@ static void preset_reject(CdpMessage *m);
  * deeper than the stack allows, say) still could: it is isolated like a
  * write, so the line becomes a reject instead of stopping the drain.
  */
-static void
-parse_batch(CdpMessage *msgs, int n)
+void
+cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
@@ -336,8 +344,8 @@ parse_raw(CdpMessage *m, const char *raw)
 }
 
 /* Record rejected messages with their reason. */
-static int
-record_rejects(CdpMessage *msgs, int n, const char *default_source)
+int
+cdp_record_rejects(CdpMessage *msgs, int n, const char *default_source)
 {
 	static SPIPlanPtr plan = NULL;
 	char	  **raw = palloc(sizeof(char *) * Max(n, 1));
@@ -423,6 +431,37 @@ cmp_inbox_id(const void *a, const void *b)
 }
 
 /*
+ * cdp_inbox_messages_from_spi turns the rows of the last SPI statement
+ * (inbox_id, message, received_at, source, reject_reason) into messages,
+ * in inbox id order.
+ */
+CdpMessage *
+cdp_inbox_messages_from_spi(void)
+{
+	int			n = SPI_processed;
+	CdpMessage *msgs = palloc0(sizeof(CdpMessage) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		msgs[i].raw = SPI_getvalue(tup, desc, 2);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		msgs[i].inbox_received_at = isnull ? 0 : DatumGetTimestampTz(d);
+		msgs[i].source = SPI_getvalue(tup, desc, 4);
+		msgs[i].node = -1;
+		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
+	}
+	/* in id order already, but the plan is not bound to keep it */
+	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
+	return msgs;
+}
+
+/*
  * cdp_drain_inbox turns up to limit inbox rows into events or rejects.
  * Returns the number of rows taken; *rejected gets the rejects among them.
  * The caller is connected to SPI and owns the transaction.
@@ -455,27 +494,10 @@ cdp_drain_inbox(int limit, int *rejected)
 	if (n == 0)
 		return 0;
 
-	msgs = palloc0(sizeof(CdpMessage) * n);
-	for (int i = 0; i < n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Datum		d;
-
-		msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		msgs[i].raw = SPI_getvalue(tup, desc, 2);
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		msgs[i].inbox_received_at = isnull ? 0 : DatumGetTimestampTz(d);
-		msgs[i].source = SPI_getvalue(tup, desc, 4);
-		msgs[i].node = -1;
-		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
-	}
-	/* in id order already, but the plan is not bound to keep it */
-	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);
-	run_isolated(msgs, n, parse_batch);
-	run_isolated(msgs, n, write_batch);
-	*rejected = record_rejects(msgs, n, "inbox");
+	msgs = cdp_inbox_messages_from_spi();
+	cdp_run_isolated(msgs, n, cdp_parse_inbox_batch);
+	cdp_run_isolated(msgs, n, write_batch);
+	*rejected = cdp_record_rejects(msgs, n, "inbox");
 	return n;
 }
 
@@ -560,8 +582,8 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 	}
 	for (int start = 0; start < n; start += cdp_batch_size)
-		run_isolated(msgs + start, Min(cdp_batch_size, n - start), write_batch);
-	rejects = record_rejects(msgs, n, "ingest_batch");
+		cdp_run_isolated(msgs + start, Min(cdp_batch_size, n - start), write_batch);
+	rejects = cdp_record_rejects(msgs, n, "ingest_batch");
 	for (int i = 0; i < n; i++)
 	{
 		if (msgs[i].err.sqlerrcode)

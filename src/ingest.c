@@ -445,13 +445,49 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 void
 cdp_write_messages(CdpMessage *msgs, int nmsgs)
 {
+	cdp_resolve_messages(msgs, nmsgs);
+	cdp_apply_traits(msgs, nmsgs);
+	cdp_write_events(msgs, nmsgs);
+}
+
+/*
+ * cdp_apply_traits folds the traits of resolved messages into their
+ * profiles, per profile first.  It belongs to resolution: a later batch
+ * that merges a profile must see the traits it got.
+ */
+void
+cdp_apply_traits(CdpMessage *msgs, int nmsgs)
+{
+	CdpTraitFold fold = {0};
+	bool		any = false;
+
+	for (int i = 0; i < nmsgs; i++)
+	{
+		CdpMessage *m = &msgs[i];
+
+		if (m->err.sqlerrcode || m->duplicate || m->traits == NULL)
+			continue;
+		cdp_trait_fold_add(&fold, m->profile_id, m->traits,
+						   cdp_traits_meta_for(m->traits, m->occurred_at, m->channel));
+		any = true;
+	}
+	if (any)
+		cdp_trait_fold_apply(&fold);
+}
+
+/*
+ * cdp_write_events writes the events of resolved messages, their message
+ * ids, the profiles' change marks and the identifier issues.
+ */
+void
+cdp_write_events(CdpMessage *msgs, int nmsgs)
+{
 	static SPIPlanPtr event_plan = NULL;
 	static SPIPlanPtr mid_plan = NULL;
 	static SPIPlanPtr issue_plan = NULL;
 	int			n = 0;
 	int			nmid = 0;
 	int			nissue = 0;
-	int			ntraits = 0;
 	int64	   *pids;
 	TimestampTz *occurred;
 	TimestampTz *received;
@@ -464,8 +500,6 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 			  **contexts;
 	Datum		args[10];
 	TimestampTz now = cdp_now();
-
-	cdp_resolve_messages(msgs, nmsgs);
 
 	pids = palloc(sizeof(int64) * Max(nmsgs, 1));
 	occurred = palloc(sizeof(TimestampTz) * Max(nmsgs, 1));
@@ -503,8 +537,6 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 		if (!m->id_generated)
 			nmid++;
 		nissue += m->nissues;
-		if (m->traits)
-			ntraits++;
 	}
 	if (n == 0)
 		goto issues;
@@ -576,23 +608,6 @@ cdp_write_messages(CdpMessage *msgs, int nmsgs)
 		args[3] = TimestampTzGetDatum(now);
 		args[4] = cdp_text_array(srcs, nmid);
 		cdp_spi_exec(mid_plan, args, SPI_OK_INSERT);
-	}
-
-	/* Traits of identify messages, folded per profile first. */
-	if (ntraits > 0)
-	{
-		CdpTraitFold fold = {0};
-
-		for (int i = 0; i < nmsgs; i++)
-		{
-			CdpMessage *m = &msgs[i];
-
-			if (m->err.sqlerrcode || m->duplicate || m->traits == NULL)
-				continue;
-			cdp_trait_fold_add(&fold, m->profile_id, m->traits,
-							   cdp_traits_meta_for(m->traits, m->occurred_at, m->channel));
-		}
-		cdp_trait_fold_apply(&fold);
 	}
 
 	cdp_mark_profiles_changed(pids, n, "event");

@@ -35,6 +35,7 @@ char	   *cdp_database = NULL;
 int			cdp_naptime = 1000;
 bool		cdp_worker_enabled = true;
 int			cdp_batch_size = 1000;
+int			cdp_drain_workers = 2;
 char	   *cdp_fake_now = NULL;
 bool		cdp_email_provider_rules = false;
 char	   *cdp_default_phone_region = NULL;
@@ -83,8 +84,13 @@ _PG_init(void)
 	DefineCustomIntVariable("cdp.batch_size",
 							"Inbox messages resolved together in one transaction.",
 							"Each message takes a few advisory locks; keep batches well below the lock table's size.",
-							&cdp_batch_size, 1000, 1, 5000,
+							&cdp_batch_size, 1000, 1, CDP_MAX_BATCH,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.drain_workers",
+							"Processes that drain the inbox: the worker and its helpers.",
+							"Each resolves a batch while another writes the events of its own, so the bulk path uses more than one core.",
+							&cdp_drain_workers, 2, 1, CDP_MAX_DRAINERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("cdp.fake_now",
 							   "Overrides cdp.now() for tests and backfills.",
 							   "Empty means the transaction start time.",
@@ -136,6 +142,23 @@ _PG_init(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_cdp worker for %s", cdp_database);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_cdp worker");
 	RegisterBackgroundWorker(&worker);
+
+	/* Helpers that only drain the inbox, beside the worker. */
+	for (int i = 1; i < cdp_drain_workers; i++)
+	{
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "cdp_drain_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "pg_cdp drain %d for %s", i, cdp_database);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "pg_cdp drain");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+static Size
+cdp_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(CdpSharedState)),
+					mul_size(mul_size(cdp_drain_workers, CDP_MAX_BATCH), sizeof(int64)));
 }
 
 static void
@@ -143,7 +166,8 @@ cdp_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(CdpSharedState)));
+	RequestAddinShmemSpace(cdp_shmem_size());
+	RequestNamedLWLockTranche("pg_cdp", 1);
 }
 
 static void
@@ -155,11 +179,12 @@ cdp_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	cdp_shared = ShmemInitStruct("pg_cdp", sizeof(CdpSharedState), &found);
+	cdp_shared = ShmemInitStruct("pg_cdp", cdp_shmem_size(), &found);
 	if (!found)
 	{
 		memset(cdp_shared, 0, sizeof(CdpSharedState));
 		SpinLockInit(&cdp_shared->mutex);
+		cdp_shared->claims_lock = &(GetNamedLWLockTranche("pg_cdp"))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -239,6 +264,7 @@ static void
 wake_xact_callback(XactEvent event, void *arg)
 {
 	Latch	   *latch = NULL;
+	Latch	   *drainers[CDP_MAX_DRAINERS];
 
 	if (!wake_pending)
 		return;
@@ -248,7 +274,11 @@ wake_xact_callback(XactEvent event, void *arg)
 		{
 			SpinLockAcquire(&cdp_shared->mutex);
 			latch = cdp_shared->worker_latch;
+			memcpy(drainers, cdp_shared->drain_latch, sizeof(drainers));
 			SpinLockRelease(&cdp_shared->mutex);
+			for (int i = 1; i < CDP_MAX_DRAINERS; i++)
+				if (drainers[i])
+					SetLatch(drainers[i]);
 		}
 		if (latch)
 			SetLatch(latch);

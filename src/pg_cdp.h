@@ -21,6 +21,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
 
@@ -40,11 +41,24 @@ extern int	cdp_max_message_bytes;
 extern TimestampTz cdp_now(void);
 
 /* ---- shared state of the worker (pg_cdp.c, worker.c) ---- */
+/*
+ * Inbox drainers: the worker is slot 0, its helpers (cdp.drain_workers)
+ * the others.  A drainer resolves a batch in one transaction and writes its
+ * events in the next; in between, the inbox ids it holds are its claims,
+ * which the other drainers skip.
+ */
+#define CDP_MAX_DRAINERS 8
+#define CDP_MAX_BATCH 20000
+
 typedef struct CdpSharedState
 {
 	slock_t		mutex;
 	pid_t		worker_pid;
 	Latch	   *worker_latch;
+	Latch	   *drain_latch[CDP_MAX_DRAINERS];	/* helpers' latches */
+	LWLock	   *claims_lock;
+	Oid			claims_db[CDP_MAX_DRAINERS];
+	int			nclaims[CDP_MAX_DRAINERS];	/* sorted ids: CDP_CLAIMS(slot) */
 	TimestampTz worker_started;
 	TimestampTz heartbeat;
 	uint64		rounds;
@@ -57,6 +71,10 @@ typedef struct CdpSharedState
 } CdpSharedState;
 
 extern CdpSharedState *cdp_shared;
+
+#define CDP_CLAIMS(slot) \
+	((int64 *) ((char *) cdp_shared + MAXALIGN(sizeof(CdpSharedState))) + (slot) * CDP_MAX_BATCH)
+extern int	cdp_drain_workers;
 extern void cdp_wake_worker_at_commit(void);
 
 /* ---- errors that can either be raised or recorded as a reject ---- */
@@ -167,6 +185,7 @@ extern void cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg,
 								  bool strict);
 
 /* merge.c */
+extern void cdp_lock_profile_rows(int64 *ids, int n);
 typedef struct CdpMergeStep
 {
 	int64		winner;
@@ -206,8 +225,29 @@ extern bool cdp_parse_timestamptz(const char *s, TimestampTz *out);
 extern bool cdp_parse_segment_message(Jsonb *msg, CdpMessage *out,
 									  TimestampTz received_at);
 extern void cdp_write_messages(CdpMessage *msgs, int nmsgs);
+extern void cdp_apply_traits(CdpMessage *msgs, int nmsgs);
+extern void cdp_write_events(CdpMessage *msgs, int nmsgs);
 extern void cdp_require_identifier(CdpMessage *m);
 extern int	cdp_drain_inbox(int limit, int *rejected);
+
+/* inbox.c: pieces of the bulk paths */
+typedef void (*CdpBatchWork) (CdpMessage *msgs, int n);
+extern void cdp_run_isolated(CdpMessage *msgs, int n, CdpBatchWork work);
+extern void cdp_parse_inbox_batch(CdpMessage *msgs, int n);
+extern void cdp_reset_messages(CdpMessage *msgs, int n);
+extern int	cdp_record_rejects(CdpMessage *msgs, int n, const char *default_source);
+extern CdpMessage *cdp_inbox_messages_from_spi(void);
+
+/* drain.c: the worker's two-transaction drain */
+typedef struct CdpDrainBatch
+{
+	CdpMessage *msgs;
+	int			n;
+} CdpDrainBatch;
+
+extern CdpDrainBatch *cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt);
+extern int	cdp_drain_write(CdpDrainBatch *batch, int *rejected);
+extern void cdp_drain_release(int slot);
 
 /* spi helpers (util.c) */
 extern Datum cdp_text_array(char **values, int n);
@@ -223,6 +263,7 @@ extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);
 extern Jsonb *cdp_jsonb_pair(const char *key, const char *value);
 extern uint64 cdp_hash_key(const char *a, const char *b);
 extern void cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind);
+extern bool cdp_locks_escalated(void);
 
 #define CDP_LOCK_IDENTIFIER 1
 #define CDP_LOCK_PROFILE	2

@@ -328,6 +328,17 @@ acquire_global(LOCKMODE mode)
 }
 
 /*
+ * cdp_locks_escalated: does this transaction hold the global ingest lock in
+ * exclusive mode?  Then no other writer can move an identifier or retire a
+ * profile until it commits, and what it reads stays true.
+ */
+bool
+cdp_locks_escalated(void)
+{
+	return lock_escalated && lock_lxid == MyProc->lxid;
+}
+
+/*
  * cdp_lock_keys takes transaction-scoped advisory locks on keys, in
  * ascending order, each once.  exclusive may be NULL, meaning every key
  * exclusively (identifiers are always locked so).

@@ -12,6 +12,10 @@
  * cdp.tick() runs one round in the caller's transaction, which is how
  * pg_cron, a server without the worker, and time-driven tests drive it.
  *
+ * The worker drains the inbox in two transactions per batch (drain.c), and
+ * cdp.drain_workers - 1 helpers (cdp_drain_main) do the same beside it: one
+ * resolves its batch while another writes the events of its own.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -44,6 +48,7 @@
 #include "pg_cdp.h"
 
 PGDLLEXPORT void cdp_worker_main(Datum main_arg);
+PGDLLEXPORT void cdp_drain_main(Datum main_arg);
 
 /*
  * A task does one bounded unit of work and returns how much it did; a
@@ -63,6 +68,7 @@ static const CdpTask tasks[] = {
 	{"partitions", task_partitions},
 };
 
+/* cdp.tick()'s drain: one batch in the caller's transaction. */
 static int64
 task_inbox(bool *more)
 {
@@ -70,13 +76,6 @@ task_inbox(bool *more)
 	int			n = cdp_drain_inbox(cdp_batch_size, &rejected);
 
 	*more = (n >= cdp_batch_size);
-	if (cdp_shared && IsBackgroundWorker)
-	{
-		SpinLockAcquire(&cdp_shared->mutex);
-		cdp_shared->drained += n - rejected;
-		cdp_shared->rejected += rejected;
-		SpinLockRelease(&cdp_shared->mutex);
-	}
 	return n;
 }
 
@@ -187,6 +186,86 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 	return ok;
 }
 
+/*
+ * The workers' drain: a batch resolved in one transaction and written in
+ * the next (drain.c), so that another drainer can resolve while this one
+ * writes.  Whatever happens, the batch's claims are dropped at the end.
+ */
+static bool
+run_drain(int slot, bool *more, bool *extension_missing)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	*more = false;
+	PG_TRY();
+	{
+		CdpDrainBatch *batch = NULL;
+		int			taken = 0;
+		int			done = 0;
+		int			rejected = 0;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!OidIsValid(get_extension_oid("pg_cdp", true)))
+			*extension_missing = true;
+		else
+		{
+			pgstat_report_activity(STATE_RUNNING, "inbox: resolve");
+			SPI_connect();
+			/* the batch must outlive this transaction */
+			batch = cdp_drain_resolve(slot, cdp_batch_size, cxt);
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
+
+		if (batch)
+		{
+			taken = batch->n;
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "inbox: write");
+			SPI_connect();
+			done = cdp_drain_write(batch, &rejected);
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(cxt);
+
+			SpinLockAcquire(&cdp_shared->mutex);
+			cdp_shared->drained += done - rejected;
+			cdp_shared->rejected += rejected;
+			SpinLockRelease(&cdp_shared->mutex);
+		}
+		/*
+		 * Any rows at all: go on.  A batch can come out short of
+		 * cdp.batch_size while the inbox is full, when another drainer
+		 * claimed some of the same rows at the same moment.
+		 */
+		*more = (taken > 0);
+
+		/* see run_task */
+		pgstat_report_stat(false);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		report_error("inbox");
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	cdp_drain_release(slot);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
 /* The latch dies with the process: writers must stop setting it. */
 static void
 worker_detach(int code, Datum arg)
@@ -195,6 +274,7 @@ worker_detach(int code, Datum arg)
 	cdp_shared->worker_pid = 0;
 	cdp_shared->worker_latch = NULL;
 	SpinLockRelease(&cdp_shared->mutex);
+	cdp_drain_release(0);
 }
 
 void
@@ -250,7 +330,10 @@ cdp_worker_main(Datum main_arg)
 		{
 			bool		more = false;
 
-			if (!run_task(&tasks[t], &more, &missing))
+			/* the inbox task of a worker spans two transactions */
+			if (!(tasks[t].run == task_inbox ?
+				  run_drain(0, &more, &missing) :
+				  run_task(&tasks[t], &more, &missing)))
 				round_failed = true;
 			busy = busy || more;
 			MemoryContextSwitchTo(round_cxt);
@@ -268,6 +351,68 @@ cdp_worker_main(Datum main_arg)
 		if (failures > 0)
 			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
 		if (busy && failures == 0)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 nap, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+static void
+drain_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&cdp_shared->mutex);
+	cdp_shared->drain_latch[DatumGetInt32(arg)] = NULL;
+	SpinLockRelease(&cdp_shared->mutex);
+	cdp_drain_release(DatumGetInt32(arg));
+}
+
+/*
+ * A helper of the worker (cdp.drain_workers - 1 of them): it only drains
+ * the inbox, beside the worker, and sleeps when the inbox is empty.
+ */
+void
+cdp_drain_main(Datum main_arg)
+{
+	int			slot = DatumGetInt32(main_arg);
+	MemoryContext round_cxt;
+	int			failures = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+
+	SpinLockAcquire(&cdp_shared->mutex);
+	cdp_shared->drain_latch[slot] = &MyProc->procLatch;
+	SpinLockRelease(&cdp_shared->mutex);
+	on_shmem_exit(drain_detach, Int32GetDatum(slot));
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+#endif
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp drain round",
+									  ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		bool		more = false;
+		bool		missing = false;
+		long		nap;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(round_cxt);
+		MemoryContextSwitchTo(round_cxt);
+		if (cdp_worker_enabled)
+			failures = run_drain(slot, &more, &missing) ? 0 : failures + 1;
+		nap = cdp_naptime;
+		if (failures > 0)
+			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
+		if (more && failures == 0)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 nap, PG_WAIT_EXTENSION);

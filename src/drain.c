@@ -1,0 +1,390 @@
+/*-------------------------------------------------------------------------
+ *
+ * drain.c
+ *	  The worker's drain of cdp.inbox, in two transactions per batch, so
+ *	  that several drainers keep more than one core busy.
+ *
+ * Resolution (identifier locks, look-ups, new profiles and identities,
+ * merges, traits) must see every earlier batch's outcome, so it runs under
+ * the ingest locks and commits before the next resolution starts.  Writing
+ * the events, message ids, change marks and rejects needs no such order:
+ * a drainer does it in a second transaction while another drainer resolves
+ * its own batch.  Between the two, the inbox rows stay in place; the ids a
+ * drainer holds are its claims in shared memory, which other drainers skip.
+ * cdp.tick() ignores claims: whichever transaction deletes an inbox row
+ * owns it, and the writing transaction keeps only the messages whose rows
+ * it deleted.
+ *
+ * The second transaction first takes FOR KEY SHARE on the batch's profiles.
+ * A merge, unmerge or erasure takes FOR UPDATE on the profiles it retires
+ * or empties (merge.c), so it waits for the events written to them.  A
+ * profile retired before the lock was taken has vanished: its messages are
+ * left in the inbox, to be resolved again by a later batch.  A crash between
+ * the transactions leaves the rows in the inbox too; resolving them again
+ * finds the identities the first try stored and adds nothing twice.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "utils/builtins.h"
+
+#include "pg_cdp.h"
+
+static int
+cmp_int64_asc(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+static bool
+sorted_contains(const int64 *ids, int n, int64 id)
+{
+	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cmp_int64_asc) != NULL;
+}
+
+/* The claims of the other drainers of this database, sorted. */
+static int64 *
+other_claims(int slot, int *n)
+{
+	int64	   *out;
+	int			total = 0;
+
+	LWLockAcquire(cdp_shared->claims_lock, LW_SHARED);
+	for (int s = 0; s < cdp_drain_workers; s++)
+		if (s != slot && cdp_shared->claims_db[s] == MyDatabaseId)
+			total += cdp_shared->nclaims[s];
+	out = palloc(sizeof(int64) * Max(total, 1));
+	total = 0;
+	for (int s = 0; s < cdp_drain_workers; s++)
+	{
+		if (s == slot || cdp_shared->claims_db[s] != MyDatabaseId)
+			continue;
+		memcpy(out + total, CDP_CLAIMS(s), sizeof(int64) * cdp_shared->nclaims[s]);
+		total += cdp_shared->nclaims[s];
+	}
+	LWLockRelease(cdp_shared->claims_lock);
+	qsort(out, total, sizeof(int64), cmp_int64_asc);
+	*n = total;
+	return out;
+}
+
+/*
+ * Publish ids (sorted) as our claims, minus any another drainer published
+ * since we looked: two drainers that took at once keep one copy each.
+ * Returns how many ids are left in ids.
+ */
+static int
+publish_claims(int slot, int64 *ids, int n)
+{
+	int			k = 0;
+
+	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		bool		taken = false;
+
+		for (int s = 0; s < cdp_drain_workers && !taken; s++)
+			if (s != slot && cdp_shared->claims_db[s] == MyDatabaseId)
+				taken = sorted_contains(CDP_CLAIMS(s), cdp_shared->nclaims[s], ids[i]);
+		if (!taken)
+			ids[k++] = ids[i];
+	}
+	memcpy(CDP_CLAIMS(slot), ids, sizeof(int64) * k);
+	cdp_shared->nclaims[slot] = k;
+	cdp_shared->claims_db[slot] = MyDatabaseId;
+	LWLockRelease(cdp_shared->claims_lock);
+	return k;
+}
+
+/*
+ * cdp_drain_release drops the claims of slot: its batch is written, or
+ * given up, and its remaining rows are anyone's again.
+ */
+void
+cdp_drain_release(int slot)
+{
+	if (cdp_shared == NULL)
+		return;
+	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
+	cdp_shared->nclaims[slot] = 0;
+	cdp_shared->claims_db[slot] = InvalidOid;
+	LWLockRelease(cdp_shared->claims_lock);
+}
+
+/* Claim up to limit unclaimed inbox rows, oldest first; their ids, sorted. */
+static int64 *
+claim_rows(int slot, int limit, int *n)
+{
+	static SPIPlanPtr plan = NULL;
+	int			nothers;
+	int64	   *others = other_claims(slot, &nothers);
+	int64	   *ids;
+	int			k = 0;
+	Datum		args[1];
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT4OID};
+
+		plan = cdp_prepare("SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id LIMIT $1",
+						   1, argtypes);
+	}
+	/* Claimed rows are still there: read past them. */
+	args[0] = Int32GetDatum(limit + nothers);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed && k < limit; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!sorted_contains(others, nothers, id))
+			ids[k++] = id;
+	}
+	qsort(ids, k, sizeof(int64), cmp_int64_asc);
+	*n = publish_claims(slot, ids, k);
+	return ids;
+}
+
+static void
+resolve_batch(CdpMessage *msgs, int n)
+{
+	cdp_reset_messages(msgs, n);
+	cdp_resolve_messages(msgs, n);
+	cdp_apply_traits(msgs, n);
+}
+
+static char *
+copy_str(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
+static Jsonb *
+copy_jsonb(Jsonb *j)
+{
+	return j ? DatumGetJsonbPCopy(JsonbPGetDatum(j)) : NULL;
+}
+
+/*
+ * What the writing transaction needs of a resolved message, copied out of
+ * the resolving transaction's memory (SPI's, which its commit frees).
+ */
+static void
+keep_message(CdpMessage *dst, const CdpMessage *src)
+{
+	memset(dst, 0, sizeof(CdpMessage));
+	dst->message_id = copy_str(src->message_id);
+	dst->id_generated = src->id_generated;
+	dst->msgtype = copy_str(src->msgtype);
+	dst->event = copy_str(src->event);
+	dst->channel = copy_str(src->channel);
+	dst->properties = copy_jsonb(src->properties);
+	dst->context = copy_jsonb(src->context);
+	dst->occurred_at = src->occurred_at;
+	dst->received_at = src->received_at;
+	dst->raw = copy_str(src->raw);
+	dst->inbox_id = src->inbox_id;
+	dst->inbox_received_at = src->inbox_received_at;
+	dst->source = copy_str(src->source);
+	dst->err.sqlerrcode = src->err.sqlerrcode;
+	dst->err.message = copy_str(src->err.message);
+	dst->err.detail = copy_str(src->err.detail);
+	dst->err.hint = copy_str(src->err.hint);
+	dst->duplicate = src->duplicate;
+	dst->profile_id = src->profile_id;
+	dst->node = -1;
+	dst->nissues = src->nissues;
+	if (src->nissues > 0)
+	{
+		dst->issues = palloc(sizeof(CdpIssue) * src->nissues);
+		for (int j = 0; j < src->nissues; j++)
+		{
+			dst->issues[j].type = copy_str(src->issues[j].type);
+			dst->issues[j].value = copy_str(src->issues[j].value);
+			dst->issues[j].reason = copy_str(src->issues[j].reason);
+		}
+	}
+}
+
+/*
+ * cdp_drain_resolve claims up to limit inbox rows for slot, parses them and
+ * resolves them to profiles; the caller commits, then calls
+ * cdp_drain_write in a new transaction.  NULL when the inbox holds nothing
+ * unclaimed.  The batch is allocated in keep_cxt, which must outlive the
+ * transaction.
+ */
+CdpDrainBatch *
+cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	CdpDrainBatch *batch;
+	CdpMessage *msgs;
+	MemoryContext old;
+	int64	   *ids;
+	int			n;
+	Datum		args[1];
+
+	limit = Min(limit, CDP_MAX_BATCH);
+	ids = claim_rows(slot, limit, &n);
+	if (n == 0)
+		return NULL;
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+
+		plan = cdp_prepare("SELECT inbox_id, message, received_at, source, reject_reason "
+						   "FROM cdp.inbox WHERE inbox_id = ANY($1)", 1, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+
+	n = SPI_processed;
+	msgs = cdp_inbox_messages_from_spi();
+	cdp_run_isolated(msgs, n, cdp_parse_inbox_batch);
+	cdp_run_isolated(msgs, n, resolve_batch);
+
+	old = MemoryContextSwitchTo(keep_cxt);
+	batch = palloc(sizeof(CdpDrainBatch));
+	batch->n = n;
+	batch->msgs = palloc(sizeof(CdpMessage) * n);
+	for (int i = 0; i < n; i++)
+		keep_message(&batch->msgs[i], &msgs[i]);
+	MemoryContextSwitchTo(old);
+	return batch;
+}
+
+static void
+write_batch(CdpMessage *msgs, int n)
+{
+	/* a failed try may have given ids to messages that had none */
+	for (int i = 0; i < n; i++)
+	{
+		if (msgs[i].id_generated)
+		{
+			msgs[i].message_id = NULL;
+			msgs[i].id_generated = false;
+		}
+	}
+	cdp_write_events(msgs, n);
+}
+
+static bool
+writes_event(const CdpMessage *m)
+{
+	return m->err.sqlerrcode == 0 && !m->duplicate;
+}
+
+/*
+ * Lock the batch's profiles FOR KEY SHARE, in ascending id; returns the ids
+ * that still exist, sorted, in *nfound.
+ */
+static int64 *
+lock_profiles(CdpDrainBatch *batch, int *nfound)
+{
+	static SPIPlanPtr plan = NULL;
+	int64	   *ids = palloc(sizeof(int64) * Max(batch->n, 1));
+	int			n = 0;
+	int			k = 0;
+	Datum		args[1];
+
+	for (int i = 0; i < batch->n; i++)
+		if (writes_event(&batch->msgs[i]))
+			ids[n++] = batch->msgs[i].profile_id;
+	qsort(ids, n, sizeof(int64), cmp_int64_asc);
+	for (int i = 0; i < n; i++)
+		if (k == 0 || ids[k - 1] != ids[i])
+			ids[k++] = ids[i];
+	*nfound = 0;
+	if (k == 0)
+		return ids;
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+
+		plan = cdp_prepare("SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
+						   "ORDER BY profile_id FOR KEY SHARE", 1, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, k);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*nfound = SPI_processed;
+	return ids;
+}
+
+/*
+ * cdp_drain_write writes what cdp_drain_resolve resolved, in the caller's
+ * (new) transaction.  Returns the number of inbox rows it turned into
+ * events, duplicates or rejects; *rejected gets the rejects among them.
+ */
+int
+cdp_drain_write(CdpDrainBatch *batch, int *rejected)
+{
+	static SPIPlanPtr plan = NULL;
+	int			nprofiles;
+	int64	   *profiles = lock_profiles(batch, &nprofiles);
+	int64	   *ids = palloc(sizeof(int64) * batch->n);
+	CdpMessage *keep;
+	int			n = 0;
+	int			k = 0;
+	Datum		args[1];
+
+	*rejected = 0;
+
+	/* Rows of messages whose profile vanished stay for a later batch. */
+	for (int i = 0; i < batch->n; i++)
+	{
+		CdpMessage *m = &batch->msgs[i];
+
+		if (writes_event(m) && !sorted_contains(profiles, nprofiles, m->profile_id))
+			continue;
+		ids[n++] = m->inbox_id;
+	}
+	if (n == 0)
+		return 0;
+
+	/* The others are ours once their rows are deleted. */
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8ARRAYOID};
+
+		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id = ANY($1) RETURNING inbox_id",
+						   1, argtypes);
+	}
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
+	n = SPI_processed;
+	for (int r = 0; r < n; r++)
+	{
+		bool		isnull;
+
+		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	qsort(ids, n, sizeof(int64), cmp_int64_asc);
+
+	keep = palloc(sizeof(CdpMessage) * Max(n, 1));
+	for (int i = 0; i < batch->n; i++)
+		if (sorted_contains(ids, n, batch->msgs[i].inbox_id))
+			keep[k++] = batch->msgs[i];
+	cdp_run_isolated(keep, k, write_batch);
+	*rejected = cdp_record_rejects(keep, k, "inbox");
+	return k;
+}
