@@ -50,30 +50,31 @@ sorted_contains(const int64 *ids, int n, int64 id)
 	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cmp_int64_asc) != NULL;
 }
 
-/* The claims of the other drainers of this database, sorted. */
-static int64 *
-other_claims(int slot, int *n)
+/*
+ * The span of the other drainers' claims in this database, or false when
+ * they hold none.  A take skips the whole span: rows inside it that nobody
+ * claimed (a late commit) wait until the span's batches are written.
+ */
+static bool
+other_claims_span(int slot, int64 *lo, int64 *hi)
 {
-	int64	   *out;
-	int			total = 0;
+	bool		any = false;
 
 	LWLockAcquire(cdp_shared->claims_lock, LW_SHARED);
 	for (int s = 0; s < cdp_drain_workers; s++)
-		if (s != slot && cdp_shared->claims_db[s] == MyDatabaseId)
-			total += cdp_shared->nclaims[s];
-	out = palloc(sizeof(int64) * Max(total, 1));
-	total = 0;
-	for (int s = 0; s < cdp_drain_workers; s++)
 	{
-		if (s == slot || cdp_shared->claims_db[s] != MyDatabaseId)
+		int			n = cdp_shared->nclaims[s];
+
+		if (s == slot || n == 0 || cdp_shared->claims_db[s] != MyDatabaseId)
 			continue;
-		memcpy(out + total, CDP_CLAIMS(s), sizeof(int64) * cdp_shared->nclaims[s]);
-		total += cdp_shared->nclaims[s];
+		if (!any || CDP_CLAIMS(s)[0] < *lo)
+			*lo = CDP_CLAIMS(s)[0];
+		if (!any || CDP_CLAIMS(s)[n - 1] > *hi)
+			*hi = CDP_CLAIMS(s)[n - 1];
+		any = true;
 	}
 	LWLockRelease(cdp_shared->claims_lock);
-	qsort(out, total, sizeof(int64), cmp_int64_asc);
-	*n = total;
-	return out;
+	return any;
 }
 
 /*
@@ -119,47 +120,60 @@ cdp_drain_release(int slot)
 	LWLockRelease(cdp_shared->claims_lock);
 }
 
-/* Claim up to limit unclaimed inbox rows, oldest first; their ids, sorted. */
-static int64 *
+/*
+ * Claim up to limit unclaimed inbox rows, oldest first, and read them:
+ * messages in inbox id order, their number in *n.
+ */
+static CdpMessage *
 claim_rows(int slot, int limit, int *n)
 {
 	static SPIPlanPtr plan = NULL;
-	int			nothers;
-	int64	   *others = other_claims(slot, &nothers);
+	int64		lo = PG_INT64_MIN;
+	int64		hi = PG_INT64_MIN;
+	CdpMessage *msgs;
 	int64	   *ids;
+	int			nread;
 	int			k = 0;
-	Datum		args[1];
+	Datum		args[3];
+	int			rc;
 
 	if (plan == NULL)
 	{
-		Oid			argtypes[1] = {INT4OID};
+		Oid			argtypes[3] = {INT4OID, INT8OID, INT8OID};
 
-		plan = cdp_prepare("SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id LIMIT $1",
-						   1, argtypes);
+		/* two ordered index scans around the span, read until limit rows */
+		plan = cdp_prepare("(SELECT inbox_id, message, received_at, source, reject_reason "
+						   " FROM cdp.inbox WHERE inbox_id < $2 ORDER BY inbox_id LIMIT $1) "
+						   "UNION ALL "
+						   "(SELECT inbox_id, message, received_at, source, reject_reason "
+						   " FROM cdp.inbox WHERE inbox_id > $3 ORDER BY inbox_id LIMIT $1)",
+						   3, argtypes);
 	}
-	/* Claimed rows are still there: read past them. */
-	args[0] = Int32GetDatum(limit + nothers);
-	cdp_spi_exec(plan, args, SPI_OK_SELECT);
-	ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
-	for (uint64 r = 0; r < SPI_processed && k < limit; r++)
-	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													 SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (!sorted_contains(others, nothers, id))
-			ids[k++] = id;
-	}
-	qsort(ids, k, sizeof(int64), cmp_int64_asc);
-	*n = publish_claims(slot, ids, k);
-	return ids;
+	(void) other_claims_span(slot, &lo, &hi);
+	args[0] = Int32GetDatum(limit);
+	args[1] = Int64GetDatum(lo);
+	args[2] = Int64GetDatum(hi);
+	rc = SPI_execute_plan(plan, args, NULL, true, limit);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not read the inbox: %s", SPI_result_code_string(rc));
+	nread = SPI_processed;
+	msgs = cdp_inbox_messages_from_spi();
+	ids = palloc(sizeof(int64) * Max(nread, 1));
+	for (int i = 0; i < nread; i++)
+		ids[i] = msgs[i].inbox_id;
+	*n = publish_claims(slot, ids, nread);
+	/* keep the messages whose claim held */
+	for (int i = 0; i < nread; i++)
+		if (sorted_contains(ids, *n, msgs[i].inbox_id))
+			msgs[k++] = msgs[i];
+	return msgs;
 }
 
 static void
 resolve_batch(CdpMessage *msgs, int n)
 {
 	cdp_reset_messages(msgs, n);
-	cdp_resolve_messages(msgs, n);
+	cdp_resolve_messages(msgs, n, true);
 	cdp_apply_traits(msgs, n);
 }
 
@@ -226,32 +240,14 @@ keep_message(CdpMessage *dst, const CdpMessage *src)
 CdpDrainBatch *
 cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
 {
-	static SPIPlanPtr plan = NULL;
 	CdpDrainBatch *batch;
 	CdpMessage *msgs;
 	MemoryContext old;
-	int64	   *ids;
 	int			n;
-	Datum		args[1];
 
-	limit = Min(limit, CDP_MAX_BATCH);
-	ids = claim_rows(slot, limit, &n);
+	msgs = claim_rows(slot, Min(limit, CDP_MAX_BATCH), &n);
 	if (n == 0)
 		return NULL;
-	if (plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-
-		plan = cdp_prepare("SELECT inbox_id, message, received_at, source, reject_reason "
-						   "FROM cdp.inbox WHERE inbox_id = ANY($1)", 1, argtypes);
-	}
-	args[0] = cdp_int8_array(ids, n);
-	cdp_spi_exec(plan, args, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return NULL;
-
-	n = SPI_processed;
-	msgs = cdp_inbox_messages_from_spi();
 	cdp_run_isolated(msgs, n, cdp_parse_inbox_batch);
 	cdp_run_isolated(msgs, n, resolve_batch);
 

@@ -898,9 +898,15 @@ materialize(Engine *e, int *dup_of)
  * profiles as needed.  Messages with err set are skipped; duplicates get
  * duplicate = true and the profile of the first copy.  The caller is
  * connected to SPI.
+ *
+ * dedupe_first looks for stored copies before taking the identifier locks,
+ * outside the section that other resolvers wait for.  A copy stored by a
+ * concurrent transaction is then missed here, and the caller must handle
+ * the unique violation its message id meets later (the worker's drain
+ * does: cdp_run_isolated turns it into a duplicate).
  */
 void
-cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
+cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first)
 {
 	Engine		e;
 	HASHCTL		ctl;
@@ -960,6 +966,8 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 			}
 		}
 	}
+	if (dedupe_first)
+		dup_of = find_duplicates(&e);
 	cdp_lock_keys(keys, nkeys, NULL, CDP_LOCK_IDENTIFIER);
 	e.owners_stable = cdp_locks_escalated();
 
@@ -968,7 +976,8 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs)
 	 * of the same message holds the same identifiers, so it has committed
 	 * (or rolled back) by now.
 	 */
-	dup_of = find_duplicates(&e);
+	if (!dedupe_first)
+		dup_of = find_duplicates(&e);
 
 	/* 3. Look up and lock. */
 	lookup_identities(&e, false);

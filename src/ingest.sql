@@ -29,7 +29,9 @@ COMMENT ON TABLE cdp.events IS
 
 -- Message ids seen, for exact deduplication on every path. A unique index on
 -- the partitioned events table would have to include occurred_at, hence a
--- table of its own (distributed by message id on Citus).
+-- table of its own (distributed by message id on Citus). No index on
+-- profile_id: merges find a loser's rows through its events, and only the
+-- rare cdp.unmerge and cdp.forget scan the table.
 CREATE TABLE cdp.message_ids (
     source              text NOT NULL DEFAULT '',
     message_id          text NOT NULL,
@@ -39,7 +41,6 @@ CREATE TABLE cdp.message_ids (
     received_at         timestamptz NOT NULL DEFAULT cdp.now(),
     PRIMARY KEY (source, message_id)
 );
-CREATE INDEX message_ids_profile_id ON cdp.message_ids (profile_id);
 COMMENT ON TABLE cdp.message_ids IS
     'messageId / event_id of every accepted event, per source (empty for SQL calls), kept until cdp.forget';
 

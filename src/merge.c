@@ -32,11 +32,15 @@
 
 #include "pg_cdp.h"
 
-/* Tables whose profile_id follows a merge (and that cdp.forget empties). */
+/*
+ * Tables whose profile_id follows a merge, found by their profile_id index.
+ * cdp.message_ids follows too, but has no such index (it would cost every
+ * ingested message a random index insert): its rows are found through the
+ * losers' events, before those move.
+ */
 static const char *const merge_moves[] = {
 	"cdp.identities",
 	"cdp.events",
-	"cdp.message_ids",
 	"cdp.identifier_issues",
 	NULL
 };
@@ -152,10 +156,22 @@ static void
 move_rows(int64 *from, int64 *to, int n)
 {
 	static SPIPlanPtr plans[NMOVES];
+	static SPIPlanPtr ids_plan = NULL;
 	Datum		args[2];
 
 	args[0] = cdp_int8_array(from, n);
 	args[1] = cdp_int8_array(to, n);
+	if (ids_plan == NULL)
+	{
+		Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+
+		ids_plan = cdp_prepare("UPDATE cdp.message_ids AS x "
+							   "SET profile_id = ($2::int8[])[array_position($1::int8[], e.profile_id)] "
+							   "FROM cdp.events e WHERE e.profile_id = ANY($1::int8[]) "
+							   "  AND x.source = coalesce(e.source, '') AND x.message_id = e.event_id",
+							   2, argtypes);
+	}
+	cdp_spi_exec(ids_plan, args, SPI_OK_UPDATE);
 	for (int t = 0; merge_moves[t]; t++)
 	{
 		if (plans[t] == NULL)

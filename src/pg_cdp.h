@@ -177,7 +177,7 @@ extern void cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
 						  const char *reason);
 
 /* identity.c: resolve a batch; fills profile_id or duplicate for each message */
-extern void cdp_resolve_messages(CdpMessage *msgs, int nmsgs);
+extern void cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first);
 extern int64 cdp_lookup_profile(const char *type, const char *value);
 
 /* identity.c: parse an identifiers object of cdp.track & co. */
