@@ -35,19 +35,10 @@
 
 #include "pg_cdp.h"
 
-static int
-cmp_int64_asc(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 static bool
 sorted_contains(const int64 *ids, int n, int64 id)
 {
-	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cmp_int64_asc) != NULL;
+	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cdp_cmp_int64) != NULL;
 }
 
 /*
@@ -298,7 +289,7 @@ lock_profiles(CdpDrainBatch *batch, int *nfound)
 	for (int i = 0; i < batch->n; i++)
 		if (writes_event(&batch->msgs[i]))
 			ids[n++] = batch->msgs[i].profile_id;
-	qsort(ids, n, sizeof(int64), cmp_int64_asc);
+	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
 	for (int i = 0; i < n; i++)
 		if (k == 0 || ids[k - 1] != ids[i])
 			ids[k++] = ids[i];
@@ -374,7 +365,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	qsort(ids, n, sizeof(int64), cmp_int64_asc);
+	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
 
 	keep = palloc(sizeof(CdpMessage) * Max(n, 1));
 	for (int i = 0; i < batch->n; i++)

@@ -4,9 +4,11 @@
  *	  The bulk paths: draining cdp.inbox (raw JSON lines loaded by COPY) and
  *	  cdp.ingest_batch, with bad messages kept in cdp.inbox_rejects.
  *
- * A drain takes up to cdp.batch_size inbox rows with DELETE ... SKIP
- * LOCKED, so it can run beside the worker, and deletes each row in the same
- * transaction as the event or the reject it becomes.  Validation never
+ * cdp.tick()'s drain takes up to cdp.batch_size inbox rows with DELETE ...
+ * SKIP LOCKED, so it can run beside the worker, and deletes each row in the
+ * same transaction as the event or the reject it becomes.  The worker and
+ * its helpers drain in two transactions per batch (drain.c), with the
+ * pieces exported here.  Validation never
  * throws: a malformed line becomes a reject with its reason.  Should the
  * write of a batch still fail on some message (a bug, a constraint), the
  * batch is split in halves, each in an internal subtransaction, until the

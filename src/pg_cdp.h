@@ -262,6 +262,7 @@ extern JsonbValue *cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out);
 extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);
 extern Jsonb *cdp_jsonb_pair(const char *key, const char *value);
 extern uint64 cdp_hash_key(const char *a, const char *b);
+extern int	cdp_cmp_int64(const void *a, const void *b);
 extern void cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind);
 extern bool cdp_locks_escalated(void);
 

@@ -371,15 +371,6 @@ cdp_trait_fold_apply(CdpTraitFold *f)
 	cdp_spi_exec(plan, args, SPI_OK_UPDATE);
 }
 
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * cdp_mark_profiles_changed records that profiles changed, for the segment
  * engine.  Repeated marks of one profile cost nothing more.
@@ -402,7 +393,7 @@ cdp_mark_profiles_changed(int64 *ids, int n, const char *reason)
 		return;
 	sorted = palloc(sizeof(int64) * n);
 	memcpy(sorted, ids, sizeof(int64) * n);
-	qsort(sorted, n, sizeof(int64), cmp_int64);
+	qsort(sorted, n, sizeof(int64), cdp_cmp_int64);
 	for (int i = 0; i < n; i++)
 		if (k == 0 || sorted[k - 1] != sorted[i])
 			sorted[k++] = sorted[i];

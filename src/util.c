@@ -280,6 +280,16 @@ cdp_hash_key(const char *a, const char *b)
 	return hash_bytes_extended((const unsigned char *) b, strlen(b), h);
 }
 
+/* qsort/bsearch comparator of int64 (profile ids, inbox ids). */
+int
+cdp_cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
 static int
 cmp_uint64(const void *a, const void *b)
 {
