@@ -66,12 +66,9 @@ trap cleanup EXIT
 
 # One server for everything, so both sides of each comparison run with the
 # same settings. work_mem and maintenance_work_mem mostly help the baselines'
-# joins and sorts; synchronous_commit stays on (the default). shared_buffers
-# of 2GB (a twelfth of this machine's memory; PostgreSQL's guidance is a
-# quarter) holds a million events and their indexes, as a production server
-# would.
+# joins and sorts; synchronous_commit stays on (the default).
 extra=("cdp.database = 'postgres'" "work_mem = '64MB'" "maintenance_work_mem = '256MB'"
-       "max_connections = 50" "shared_buffers = '2GB'")
+       "max_connections = 50")
 if [ "$BENCH_PROFILE" = 1 ]; then
     extra+=("shared_preload_libraries = 'pg_cdp,pg_cron,pg_stat_statements'"
             "pg_stat_statements.track = all")
