@@ -126,7 +126,6 @@ claim_rows(int slot, int limit, int *n)
 	int			nread;
 	int			k = 0;
 	Datum		args[3];
-	int			rc;
 
 	if (plan == NULL)
 	{
@@ -144,9 +143,7 @@ claim_rows(int slot, int limit, int *n)
 	args[0] = Int32GetDatum(limit);
 	args[1] = Int64GetDatum(lo);
 	args[2] = Int64GetDatum(hi);
-	rc = SPI_execute_plan(plan, args, NULL, true, limit);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: could not read the inbox: %s", SPI_result_code_string(rc));
+	cdp_spi_exec_limit(plan, args, SPI_OK_SELECT, limit);
 	nread = SPI_processed;
 	msgs = cdp_inbox_messages_from_spi();
 	ids = palloc(sizeof(int64) * Max(nread, 1));

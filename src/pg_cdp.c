@@ -34,7 +34,7 @@ void		_PG_init(void);
 char	   *cdp_database = NULL;
 int			cdp_naptime = 1000;
 bool		cdp_worker_enabled = true;
-int			cdp_batch_size = 10000;
+int			cdp_batch_size = 2000;
 int			cdp_drain_workers = 2;
 char	   *cdp_fake_now = NULL;
 bool		cdp_email_provider_rules = false;
@@ -84,7 +84,7 @@ _PG_init(void)
 	DefineCustomIntVariable("cdp.batch_size",
 							"Inbox messages resolved together.",
 							"Larger batches drain faster; while one is resolved, cdp.track calls wait for it.",
-							&cdp_batch_size, 10000, 1, CDP_MAX_BATCH,
+							&cdp_batch_size, 2000, 1, CDP_MAX_BATCH,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cdp.drain_workers",
 							"Processes that drain the inbox: the worker and its helpers.",

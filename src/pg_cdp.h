@@ -257,6 +257,7 @@ extern Datum cdp_timestamptz_array(TimestampTz *values, int n);
 extern Datum cdp_jsonb_array(Jsonb **values, int n);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
+extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
 extern char *cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string);
 extern JsonbValue *cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out);
 extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);

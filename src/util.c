@@ -193,6 +193,13 @@ cdp_prepare(const char *sql, int nargs, Oid *argtypes)
 void
 cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
 {
+	cdp_spi_exec_limit(plan, values, expected, 0);
+}
+
+/* The same, stopping after tcount rows (0: all). */
+void
+cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
+{
 	int			nestlevel = NewGUCNestLevel();
 	int			rc;
 
@@ -202,7 +209,7 @@ cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	rc = SPI_execute_plan(plan, values, NULL, false, tcount);
 	AtEOXact_GUC(true, nestlevel);
 
 	if (rc != expected)
