@@ -17,7 +17,7 @@
 #
 # Environment:
 #   BENCH_EVENTS=1000000        messages of benchmarks 1 and 2 (people: 1/5 of it)
-#   BENCH_BATCH_SIZES="2000 10000"  cdp.batch_size values for the worker
+#   BENCH_BATCH_SIZES="2000"    cdp.batch_size values for the worker
 #                               drain; the first one is the headline
 #   BENCH_TICK=1                also drain with cdp.tick() in a loop (no worker)
 #   BENCH_API_PEOPLE=100000     people pre-loaded for benchmark 3
@@ -36,7 +36,7 @@ set -e
 
 BENCH_EVENTS=${BENCH_EVENTS:-1000000}
 BENCH_PEOPLE=$(( BENCH_EVENTS / 5 ))
-BENCH_BATCH_SIZES=${BENCH_BATCH_SIZES:-2000 10000}
+BENCH_BATCH_SIZES=${BENCH_BATCH_SIZES:-2000}
 BENCH_TICK=${BENCH_TICK:-1}
 BENCH_API_PEOPLE=${BENCH_API_PEOPLE:-100000}
 BENCH_PGBENCH_SECONDS=${BENCH_PGBENCH_SECONDS:-30}

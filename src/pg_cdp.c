@@ -36,6 +36,7 @@ int			cdp_naptime = 1000;
 bool		cdp_worker_enabled = true;
 int			cdp_batch_size = 2000;
 int			cdp_drain_workers = 2;
+int			cdp_bulk_batch_size = 10000;
 char	   *cdp_fake_now = NULL;
 bool		cdp_email_provider_rules = false;
 char	   *cdp_default_phone_region = NULL;
@@ -86,6 +87,11 @@ _PG_init(void)
 							"Larger batches drain faster; while one is resolved, cdp.track calls wait for it.",
 							&cdp_batch_size, 2000, 1, CDP_MAX_BATCH,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.bulk_batch_size",
+							"Largest batch the drainers grow to while nobody waits for them.",
+							"A drainer doubles its batch, from cdp.batch_size, while its batches come out full and no writer had to wait for its lock; a writer that waits sends it back to cdp.batch_size.",
+							&cdp_bulk_batch_size, 10000, 1, CDP_MAX_BATCH,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cdp.drain_workers",
 							"Processes that drain the inbox: the worker and its helpers.",
 							"Each resolves a batch while another writes the events of its own, so the bulk path uses more than one core.",

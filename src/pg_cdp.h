@@ -67,6 +67,8 @@ typedef struct CdpSharedState
 	uint64		errors;			/* rounds that failed and were rolled back */
 	uint64		resolved;		/* messages resolved by the identity engine */
 	uint64		resolve_usec;	/* time spent resolving them, all backends */
+	uint64		ingest_waits;	/* writers that waited for a drainer's lock */
+	int			batch_limit;	/* the worker's current batch size */
 	char		last_error[256];
 } CdpSharedState;
 
@@ -75,6 +77,7 @@ extern CdpSharedState *cdp_shared;
 #define CDP_CLAIMS(slot) \
 	((int64 *) ((char *) cdp_shared + MAXALIGN(sizeof(CdpSharedState))) + (slot) * CDP_MAX_BATCH)
 extern int	cdp_drain_workers;
+extern int	cdp_bulk_batch_size;
 extern void cdp_wake_worker_at_commit(void);
 
 /* ---- errors that can either be raised or recorded as a reject ---- */

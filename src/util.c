@@ -335,12 +335,26 @@ static int	lock_count = 0;
 static bool lock_escalated = false;
 static bool lock_global_share = false;
 
+/*
+ * A writer that finds the share lock taken (a drainer holds it exclusively)
+ * counts its wait, so the drainers keep their batches small while anyone
+ * is kept waiting (worker.c).
+ */
 static void
 acquire_global(LOCKMODE mode)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, 0xCD00);
+	if (mode == ShareLock &&
+		LockAcquire(&tag, mode, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		return;
+	if (mode == ShareLock && cdp_shared)
+	{
+		SpinLockAcquire(&cdp_shared->mutex);
+		cdp_shared->ingest_waits++;
+		SpinLockRelease(&cdp_shared->mutex);
+	}
 	(void) LockAcquire(&tag, mode, false, false);
 }
 

@@ -187,6 +187,32 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 }
 
 /*
+ * The size of a drainer's next batch.  Resolving a batch holds the ingest
+ * lock, which real-time writers (cdp.track and its kin) wait for; a bulk
+ * load drains faster in larger batches.  So a drainer starts at
+ * cdp.batch_size and doubles while its batches come out full (a backlog)
+ * and no writer had to wait for the lock since the last batch, up to
+ * cdp.bulk_batch_size; any wait sends it back to cdp.batch_size.
+ */
+static int
+next_batch_size(bool last_full)
+{
+	static int	size = 0;
+	static uint64 waits_seen = 0;
+	uint64		waits;
+
+	SpinLockAcquire(&cdp_shared->mutex);
+	waits = cdp_shared->ingest_waits;
+	SpinLockRelease(&cdp_shared->mutex);
+	if (size == 0 || !last_full || waits != waits_seen)
+		size = cdp_batch_size;
+	else
+		size = Min(size * 2, Max(cdp_bulk_batch_size, cdp_batch_size));
+	waits_seen = waits;
+	return Min(size, CDP_MAX_BATCH);
+}
+
+/*
  * The workers' drain: a batch resolved in one transaction and written in
  * the next (drain.c), so that another drainer can resolve while this one
  * writes.  Whatever happens, the batch's claims are dropped at the end.
@@ -194,6 +220,9 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 static bool
 run_drain(int slot, bool *more, bool *extension_missing)
 {
+	static bool last_full = false;
+	int			limit = next_batch_size(last_full);
+
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
 
@@ -215,7 +244,13 @@ run_drain(int slot, bool *more, bool *extension_missing)
 			pgstat_report_activity(STATE_RUNNING, "inbox: resolve");
 			SPI_connect();
 			/* the batch must outlive this transaction */
-			batch = cdp_drain_resolve(slot, cdp_batch_size, cxt);
+			if (slot == 0)
+			{
+				SpinLockAcquire(&cdp_shared->mutex);
+				cdp_shared->batch_limit = limit;
+				SpinLockRelease(&cdp_shared->mutex);
+			}
+			batch = cdp_drain_resolve(slot, limit, cxt);
 			SPI_finish();
 		}
 		PopActiveSnapshot();
@@ -247,6 +282,7 @@ run_drain(int slot, bool *more, bool *extension_missing)
 		 * claimed some of the same rows at the same moment.
 		 */
 		*more = (taken > 0);
+		last_full = (taken >= limit);
 
 		/* see run_task */
 		pgstat_report_stat(false);
@@ -254,6 +290,7 @@ run_drain(int slot, bool *more, bool *extension_missing)
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(cxt);
+		last_full = false;
 		EmitErrorReport();
 		report_error("inbox");
 		FlushErrorState();
@@ -422,16 +459,17 @@ cdp_drain_main(Datum main_arg)
 
 /*
  * cdp.worker_status() → one row: pid, started, heartbeat, rounds, drained,
- * rejected, errors, last_error, and (from every backend) messages resolved
- * by the identity engine and the seconds spent on them.
+ * rejected, errors, last_error, (from every backend) messages resolved by
+ * the identity engine and the seconds spent on them, and the worker's
+ * current batch size.
  */
 PG_FUNCTION_INFO_V1(cdp_worker_status);
 Datum
 cdp_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 	CdpSharedState s;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -454,5 +492,7 @@ cdp_worker_status(PG_FUNCTION_ARGS)
 	nulls[7] = (s.last_error[0] == '\0');
 	values[8] = Int64GetDatum((int64) s.resolved);
 	values[9] = Float8GetDatum(s.resolve_usec / 1000000.0);
+	values[10] = Int32GetDatum(s.batch_limit);
+	nulls[10] = (s.batch_limit == 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

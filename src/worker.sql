@@ -10,7 +10,8 @@ COMMENT ON FUNCTION cdp.tick() IS
 CREATE FUNCTION cdp.worker_status(
     OUT pid integer, OUT started_at timestamptz, OUT heartbeat timestamptz,
     OUT rounds bigint, OUT drained bigint, OUT rejected bigint, OUT errors bigint,
-    OUT last_error text, OUT resolved_messages bigint, OUT resolve_seconds double precision)
+    OUT last_error text, OUT resolved_messages bigint, OUT resolve_seconds double precision,
+    OUT batch_size integer)
     RETURNS record
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cdp_worker_status';
@@ -31,6 +32,8 @@ CREATE VIEW cdp.stats AS
     SELECT 'worker', 'rejected', w.rejected, NULL FROM cdp.worker_status() w
     UNION ALL
     SELECT 'worker', 'errors', w.errors, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'batch_size', w.batch_size, NULL FROM cdp.worker_status() w
 
     UNION ALL
     SELECT 'identity', 'resolved_messages', w.resolved_messages, NULL FROM cdp.worker_status() w

@@ -80,5 +80,33 @@ SELECT count(*) FROM cdp.identities WHERE type = 'user_id'
       cdp.resolve(jsonb_build_object('anonymous_id', 'a-' || substr(value, 3)))}),
 	'0', 'each user id sits with its anonymous id');
 
+# Batches grow while nobody waits for the drainers' lock, and go back to
+# cdp.batch_size as soon as a cdp.track call has to wait.
+$node->append_conf('postgresql.conf', "cdp.bulk_batch_size = 8000\n");
+$node->reload;
+$node->safe_psql('postgres', q{
+INSERT INTO cdp.inbox (message)
+SELECT json_build_object('type', 'track', 'event', 'Bulk', 'messageId', 'g-' || g,
+                         'anonymousId', 'b-' || (g % 50000))::text
+FROM generate_series(1, 400000) g;
+});
+ok($node->poll_query_until('postgres', 'SELECT batch_size = 8000 FROM cdp.worker_status()'),
+	'batches grow to cdp.bulk_batch_size during a bulk load');
+$script = '';
+$script .= qq{SELECT cdp.track('{"anonymous_id": "rt-$_"}', 'Realtime');\n} for 1 .. 3000;
+($out, $err) = ('', '');
+$tracks = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres') ],
+	'<', \$script, '>', \$out, '2>', \$err);
+$tracks->pump while length $script;
+ok($node->poll_query_until('postgres',
+	'SELECT batch_size = 2000 AND EXISTS (SELECT FROM cdp.inbox) FROM cdp.worker_status()'),
+	'and shrink back to cdp.batch_size while cdp.track calls wait');
+ok($tracks->finish, 'the real-time calls succeeded') or diag($err);
+ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cdp.inbox', 't'),
+	'the bulk load drained');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM cdp.events WHERE event IN ('Bulk', 'Realtime')}),
+	'403000', 'every bulk and real-time event landed');
+
 $node->stop;
 done_testing();
