@@ -277,39 +277,14 @@ writes_event(const CdpMessage *m)
 static int64 *
 lock_profiles(CdpDrainBatch *batch, int *nfound)
 {
-	static SPIPlanPtr plan = NULL;
 	int64	   *ids = palloc(sizeof(int64) * Max(batch->n, 1));
 	int			n = 0;
-	int			k = 0;
-	Datum		args[1];
 
 	for (int i = 0; i < batch->n; i++)
 		if (writes_event(&batch->msgs[i]))
 			ids[n++] = batch->msgs[i].profile_id;
-	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
-	for (int i = 0; i < n; i++)
-		if (k == 0 || ids[k - 1] != ids[i])
-			ids[k++] = ids[i];
-	*nfound = 0;
-	if (k == 0)
-		return ids;
-	if (plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-
-		plan = cdp_prepare("SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
-						   "ORDER BY profile_id FOR KEY SHARE", 1, argtypes);
-	}
-	args[0] = cdp_int8_array(ids, k);
-	cdp_spi_exec(plan, args, SPI_OK_SELECT);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-
-		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	*nfound = SPI_processed;
+	n = cdp_sort_unique_int64(ids, n);
+	*nfound = cdp_lock_profile_rows(ids, n, false, ids);
 	return ids;
 }
 
@@ -354,14 +329,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	}
 	args[0] = cdp_int8_array(ids, n);
 	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
-	n = SPI_processed;
-	for (int r = 0; r < n; r++)
-	{
-		bool		isnull;
-
-		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	n = cdp_spi_int64_column(ids);
 	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
 
 	keep = palloc(sizeof(CdpMessage) * Max(n, 1));

@@ -801,13 +801,7 @@ materialize(Engine *e, int *dup_of)
 		cdp_spi_exec(seq_plan, args, SPI_OK_SELECT);
 		newids = palloc(sizeof(int64) * nnew);
 		created = palloc(sizeof(TimestampTz) * nnew);
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-
-			newids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													SPI_tuptable->tupdesc, 1, &isnull));
-		}
+		(void) cdp_spi_int64_column(newids);
 		/* nextval hands out ascending ids: the oldest component gets the lowest */
 		for (int n = 0; n < e->nnodes; n++)
 			if (!e->nodes[n].stored && cdp_engine_find_root(e, n) == n)

@@ -192,30 +192,36 @@ move_rows(int64 *from, int64 *to, int n)
 }
 
 /*
- * cdp_lock_profile_rows takes FOR UPDATE on the rows of the profiles that
- * are about to be retired, or to lose rows, in ascending id.  Writers of
- * events hold FOR KEY SHARE on their profiles until they commit (the
- * worker writes a batch's events in a transaction of its own, after the
- * one that resolved them), so a profile is retired only once the events
- * written to it are visible to the statements that move them.
+ * cdp_lock_profile_rows locks the rows of profiles ids, in ascending id:
+ * FOR UPDATE for the profiles about to be retired, or to lose rows, FOR
+ * KEY SHARE for those a writer of events writes to.  Writers of events hold
+ * theirs until they commit (the worker writes a batch's events in a
+ * transaction of its own, after the one that resolved them), so a profile
+ * is retired only once the events written to it are visible to the
+ * statements that move them.  The ids that still exist go to found, when
+ * given, ascending; returns how many.
  */
-void
-cdp_lock_profile_rows(int64 *ids, int n)
+int
+cdp_lock_profile_rows(int64 *ids, int n, bool for_update, int64 *found)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	Datum		args[1];
 
 	if (n == 0)
-		return;
-	if (plan == NULL)
+		return 0;
+	if (plans[for_update] == NULL)
 	{
 		Oid			argtypes[1] = {INT8ARRAYOID};
 
-		plan = cdp_prepare("SELECT FROM cdp.profiles WHERE profile_id = ANY($1) "
-						   "ORDER BY profile_id FOR UPDATE", 1, argtypes);
+		plans[for_update] = cdp_prepare(for_update ?
+										"SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
+										"ORDER BY profile_id FOR UPDATE" :
+										"SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
+										"ORDER BY profile_id FOR KEY SHARE", 1, argtypes);
 	}
 	args[0] = cdp_int8_array(ids, n);
-	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	cdp_spi_exec(plans[for_update], args, SPI_OK_SELECT);
+	return found ? cdp_spi_int64_column(found) : (int) SPI_processed;
 }
 
 /*
@@ -281,7 +287,7 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 		losers[s] = steps[s].loser;
 		finals[s] = f;
 	}
-	cdp_lock_profile_rows(losers, nsteps);
+	(void) cdp_lock_profile_rows(losers, nsteps, true, NULL);
 
 	/* Snapshots: traits and identities as they are before the batch moves them. */
 	if (snap_plan == NULL)
@@ -549,7 +555,7 @@ cdp_unmerge(PG_FUNCTION_ARGS)
 	pkeys[0] = (uint64) winner;
 	pkeys[1] = (uint64) loser;
 	cdp_lock_keys(pkeys, 2, pexcl, CDP_LOCK_PROFILE);
-	cdp_lock_profile_rows((int64[]) {Min(winner, loser), Max(winner, loser)}, 2);
+	(void) cdp_lock_profile_rows((int64[]) {winner, loser}, 2, true, NULL);
 
 	args[0] = Int64GetDatum(merge_id);
 	rc = SPI_execute_with_args("INSERT INTO cdp.profiles (profile_id, created_at, updated_at, traits, trait_meta) "
@@ -652,7 +658,7 @@ cdp_forget(PG_FUNCTION_ARGS)
 	for (int k = 0; k < nids; k++)
 		excl[k] = true;
 	cdp_lock_keys((uint64 *) ids, nids, excl, CDP_LOCK_PROFILE);
-	cdp_lock_profile_rows(ids, nids);
+	(void) cdp_lock_profile_rows(ids, nids, true, NULL);
 
 	/* Every identifier the people have, to find their raw messages. */
 	args[0] = cdp_int8_array(ids, nids);

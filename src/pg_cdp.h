@@ -188,7 +188,7 @@ extern void cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg,
 								  bool strict);
 
 /* merge.c */
-extern void cdp_lock_profile_rows(int64 *ids, int n);
+extern int	cdp_lock_profile_rows(int64 *ids, int n, bool for_update, int64 *found);
 typedef struct CdpMergeStep
 {
 	int64		winner;
@@ -267,6 +267,8 @@ extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);
 extern Jsonb *cdp_jsonb_pair(const char *key, const char *value);
 extern uint64 cdp_hash_key(const char *a, const char *b);
 extern int	cdp_cmp_int64(const void *a, const void *b);
+extern int	cdp_sort_unique_int64(int64 *ids, int n);
+extern int	cdp_spi_int64_column(int64 *out);
 extern void cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind);
 extern bool cdp_locks_escalated(void);
 

@@ -387,16 +387,13 @@ cdp_mark_profiles_changed(int64 *ids, int n, const char *reason)
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
 	int64	   *sorted;
-	int			k = 0;
+	int			k;
 
 	if (n == 0)
 		return;
 	sorted = palloc(sizeof(int64) * n);
 	memcpy(sorted, ids, sizeof(int64) * n);
-	qsort(sorted, n, sizeof(int64), cdp_cmp_int64);
-	for (int i = 0; i < n; i++)
-		if (k == 0 || sorted[k - 1] != sorted[i])
-			sorted[k++] = sorted[i];
+	k = cdp_sort_unique_int64(sorted, n);
 	if (plan == NULL)
 	{
 		Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID};

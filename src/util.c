@@ -297,6 +297,36 @@ cdp_cmp_int64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Sort ids ascending and drop repeats; returns how many are left. */
+int
+cdp_sort_unique_int64(int64 *ids, int n)
+{
+	int			k = 0;
+
+	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
+	for (int i = 0; i < n; i++)
+		if (k == 0 || ids[k - 1] != ids[i])
+			ids[k++] = ids[i];
+	return k;
+}
+
+/*
+ * The first column (bigint) of the last SPI statement's rows, into out,
+ * which has room for them all; returns how many.
+ */
+int
+cdp_spi_int64_column(int64 *out)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		out[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return (int) SPI_processed;
+}
+
 static int
 cmp_uint64(const void *a, const void *b)
 {

@@ -303,6 +303,52 @@ run_drain(int slot, bool *more, bool *extension_missing)
 	return ok;
 }
 
+/*
+ * Every batch allocates and frees some megabytes; keep them in the heap
+ * instead of mapping fresh zeroed pages for each batch.
+ */
+static void
+keep_batches_in_heap(void)
+{
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+#endif
+}
+
+/* Start of a round: settings reloaded on SIGHUP, a fresh round context. */
+static void
+begin_round(MemoryContext round_cxt)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	MemoryContextReset(round_cxt);
+	MemoryContextSwitchTo(round_cxt);
+}
+
+/*
+ * End of a round: straight on when there is more to do, else sleep on the
+ * latch for cdp.naptime, or longer after repeated failures rather than
+ * spin on them.
+ */
+static void
+end_round(bool more, int failures)
+{
+	long		nap = cdp_naptime;
+
+	if (failures > 0)
+		nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
+	else if (more)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 nap, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 /* The latch dies with the process: writers must stop setting it. */
 static void
 worker_detach(int code, Datum arg)
@@ -331,16 +377,7 @@ cdp_worker_main(Datum main_arg)
 	cdp_shared->worker_started = GetCurrentTimestamp();
 	SpinLockRelease(&cdp_shared->mutex);
 	on_shmem_exit(worker_detach, (Datum) 0);
-
-#ifdef __GLIBC__
-
-	/*
-	 * Every batch allocates and frees some megabytes; keep them in the heap
-	 * instead of mapping fresh zeroed pages for each batch.
-	 */
-	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
-#endif
+	keep_batches_in_heap();
 
 	ereport(LOG, (errmsg("pg_cdp worker started in database \"%s\"", cdp_database)));
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp worker round",
@@ -350,19 +387,9 @@ cdp_worker_main(Datum main_arg)
 	{
 		bool		busy = false;
 		bool		missing = false;
-		bool		round_failed;
-		long		nap;
+		bool		round_failed = false;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		MemoryContextReset(round_cxt);
-		MemoryContextSwitchTo(round_cxt);
-		round_failed = false;
+		begin_round(round_cxt);
 		for (int t = 0; t < lengthof(tasks) && !missing && cdp_worker_enabled; t++)
 		{
 			bool		more = false;
@@ -383,15 +410,7 @@ cdp_worker_main(Datum main_arg)
 		cdp_shared->rounds++;
 		SpinLockRelease(&cdp_shared->mutex);
 
-		/* Back off after repeated failures rather than spin on them. */
-		nap = cdp_naptime;
-		if (failures > 0)
-			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
-		if (busy && failures == 0)
-			continue;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 nap, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		end_round(busy, failures);
 	}
 }
 
@@ -424,36 +443,18 @@ cdp_drain_main(Datum main_arg)
 	cdp_shared->drain_latch[slot] = &MyProc->procLatch;
 	SpinLockRelease(&cdp_shared->mutex);
 	on_shmem_exit(drain_detach, Int32GetDatum(slot));
-#ifdef __GLIBC__
-	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
-#endif
+	keep_batches_in_heap();
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp drain round",
 									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		bool		more = false;
 		bool		missing = false;
-		long		nap;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		MemoryContextReset(round_cxt);
-		MemoryContextSwitchTo(round_cxt);
+		begin_round(round_cxt);
 		if (cdp_worker_enabled)
 			failures = run_drain(slot, &more, &missing) ? 0 : failures + 1;
-		nap = cdp_naptime;
-		if (failures > 0)
-			nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
-		if (more && failures == 0)
-			continue;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 nap, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		end_round(more, failures);
 	}
 }
 
