@@ -31,6 +31,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "pg_cdp.h"
@@ -132,10 +133,10 @@ claim_rows(int slot, int limit, int *n)
 		Oid			argtypes[3] = {INT4OID, INT8OID, INT8OID};
 
 		/* two ordered index scans around the span, read until limit rows */
-		plan = cdp_prepare("(SELECT inbox_id, message, received_at, source, reject_reason "
+		plan = cdp_prepare("(SELECT inbox_id, message, received_at, source, reject_reason, ctid "
 						   " FROM cdp.inbox WHERE inbox_id < $2 ORDER BY inbox_id LIMIT $1) "
 						   "UNION ALL "
-						   "(SELECT inbox_id, message, received_at, source, reject_reason "
+						   "(SELECT inbox_id, message, received_at, source, reject_reason, ctid "
 						   " FROM cdp.inbox WHERE inbox_id > $3 ORDER BY inbox_id LIMIT $1)",
 						   3, argtypes);
 	}
@@ -196,6 +197,7 @@ keep_message(CdpMessage *dst, const CdpMessage *src)
 	dst->received_at = src->received_at;
 	dst->raw = copy_str(src->raw);
 	dst->inbox_id = src->inbox_id;
+	dst->inbox_tid = src->inbox_tid;
 	dst->inbox_received_at = src->inbox_received_at;
 	dst->source = copy_str(src->source);
 	dst->err.sqlerrcode = src->err.sqlerrcode;
@@ -300,10 +302,12 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	int			nprofiles;
 	int64	   *profiles = lock_profiles(batch, &nprofiles);
 	int64	   *ids = palloc(sizeof(int64) * batch->n);
+	ItemPointerData *tids = palloc(sizeof(ItemPointerData) * batch->n);
+	Datum	   *tid_datums = palloc(sizeof(Datum) * batch->n);
 	CdpMessage *keep;
 	int			n = 0;
 	int			k = 0;
-	Datum		args[1];
+	Datum		args[2];
 
 	*rejected = 0;
 
@@ -314,21 +318,33 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 
 		if (writes_event(m) && !sorted_contains(profiles, nprofiles, m->profile_id))
 			continue;
+		tids[n] = m->inbox_tid;
 		ids[n++] = m->inbox_id;
 	}
 	if (n == 0)
 		return 0;
 
-	/* The others are ours once their rows are deleted. */
+	/*
+	 * The others are ours once their rows are deleted.  The rows are found
+	 * where the take read them, without an index probe each; a row that
+	 * moved since (an update, VACUUM FULL) is not found there and waits for
+	 * a later batch, and the id check keeps a stranger that took its place.
+	 */
 	if (plan == NULL)
 	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
+		Oid			argtypes[2] = {TIDARRAYOID, INT8ARRAYOID};
 
-		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id = ANY($1) RETURNING inbox_id",
-						   1, argtypes);
+		plan = cdp_prepare("DELETE FROM cdp.inbox i USING unnest($1::tid[], $2::int8[]) AS u(t, id) "
+						   "WHERE i.ctid = u.t AND i.inbox_id = u.id RETURNING i.inbox_id",
+						   2, argtypes);
 	}
-	args[0] = cdp_int8_array(ids, n);
-	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
+	for (int i = 0; i < n; i++)
+		tid_datums[i] = PointerGetDatum(&tids[i]);
+	args[0] = PointerGetDatum(construct_array(tid_datums, n, TIDOID,
+											  sizeof(ItemPointerData), false,
+											  TYPALIGN_SHORT));
+	args[1] = cdp_int8_array(ids, n);
+	cdp_spi_exec_by_tid(plan, args, SPI_OK_DELETE_RETURNING);
 	n = cdp_spi_int64_column(ids);
 	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
 

@@ -159,6 +159,7 @@ cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 		memset(m, 0, sizeof(CdpMessage));
 		m->raw = keep.raw;
 		m->inbox_id = keep.inbox_id;
+		m->inbox_tid = keep.inbox_tid;
 		m->inbox_received_at = keep.inbox_received_at;
 		m->source = keep.source;
 		m->preset_reject = keep.preset_reject;
@@ -434,8 +435,8 @@ cmp_inbox_id(const void *a, const void *b)
 
 /*
  * cdp_inbox_messages_from_spi turns the rows of the last SPI statement
- * (inbox_id, message, received_at, source, reject_reason) into messages,
- * in inbox id order.
+ * (inbox_id, message, received_at, source, reject_reason [, ctid]) into
+ * messages, in inbox id order.
  */
 CdpMessage *
 cdp_inbox_messages_from_spi(void)
@@ -457,6 +458,9 @@ cdp_inbox_messages_from_spi(void)
 		msgs[i].source = SPI_getvalue(tup, desc, 4);
 		msgs[i].node = -1;
 		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
+		if (desc->natts >= 6)
+			ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 6, &isnull)),
+							&msgs[i].inbox_tid);
 	}
 	/* in id order already, but the plan is not bound to keep it */
 	qsort(msgs, n, sizeof(CdpMessage), cmp_inbox_id);

@@ -160,6 +160,7 @@ typedef struct CdpMessage
 	CdpIssue   *issues;
 	char	   *raw;			/* inbox text, kept for rejects */
 	int64		inbox_id;
+	ItemPointerData inbox_tid;	/* where the drain read the row, if it did */
 	TimestampTz inbox_received_at;
 	char	   *source;			/* cdp.sources name, NULL for SQL calls */
 	char	   *preset_reject;	/* reject reason given by the loader */
@@ -261,6 +262,7 @@ extern Datum cdp_jsonb_array(Jsonb **values, int n);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
 extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
+extern void cdp_spi_exec_by_tid(SPIPlanPtr plan, Datum *values, int expected);
 extern char *cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string);
 extern JsonbValue *cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out);
 extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);
