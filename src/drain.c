@@ -304,10 +304,12 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	int64	   *ids = palloc(sizeof(int64) * batch->n);
 	ItemPointerData *tids = palloc(sizeof(ItemPointerData) * batch->n);
 	Datum	   *tid_datums = palloc(sizeof(Datum) * batch->n);
+	int64	   *deleted;
+	int			ndeleted;
 	CdpMessage *keep;
 	int			n = 0;
 	int			k = 0;
-	Datum		args[2];
+	Datum		args[1];
 
 	*rejected = 0;
 
@@ -326,27 +328,37 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 
 	/*
 	 * The others are ours once their rows are deleted.  The rows are found
-	 * where the take read them, without an index probe each; a row that
-	 * moved since (an update, VACUUM FULL) is not found there and waits for
-	 * a later batch, and the id check keeps a stranger that took its place.
+	 * where the take read them (one look at the table's size per batch, no
+	 * index probe per row); a row that moved since (an update, VACUUM FULL)
+	 * is not found there and waits for a later batch.  A stranger found in
+	 * a moved row's place would be a message lost: the transaction fails
+	 * instead, and the batch is taken again.
 	 */
 	if (plan == NULL)
 	{
-		Oid			argtypes[2] = {TIDARRAYOID, INT8ARRAYOID};
+		Oid			argtypes[1] = {TIDARRAYOID};
 
-		plan = cdp_prepare("DELETE FROM cdp.inbox i USING unnest($1::tid[], $2::int8[]) AS u(t, id) "
-						   "WHERE i.ctid = u.t AND i.inbox_id = u.id RETURNING i.inbox_id",
-						   2, argtypes);
+		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE ctid = ANY($1) RETURNING inbox_id",
+						   1, argtypes);
 	}
 	for (int i = 0; i < n; i++)
 		tid_datums[i] = PointerGetDatum(&tids[i]);
 	args[0] = PointerGetDatum(construct_array(tid_datums, n, TIDOID,
 											  sizeof(ItemPointerData), false,
 											  TYPALIGN_SHORT));
-	args[1] = cdp_int8_array(ids, n);
-	cdp_spi_exec_by_tid(plan, args, SPI_OK_DELETE_RETURNING);
-	n = cdp_spi_int64_column(ids);
-	qsort(ids, n, sizeof(int64), cdp_cmp_int64);
+	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
+	deleted = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	ndeleted = cdp_spi_int64_column(deleted);
+	for (int i = 0; i < ndeleted; i++)
+		if (!sorted_contains(ids, n, deleted[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("inbox row " INT64_FORMAT " was where the drain had read another", deleted[i]),
+					 errdetail("The inbox was rewritten while the batch was resolved."),
+					 errhint("The batch is taken again in the next round.")));
+	qsort(deleted, ndeleted, sizeof(int64), cdp_cmp_int64);
+	ids = deleted;
+	n = ndeleted;
 
 	keep = palloc(sizeof(CdpMessage) * Max(n, 1));
 	for (int i = 0; i < batch->n; i++)

@@ -77,6 +77,7 @@ extern CdpSharedState *cdp_shared;
 #define CDP_CLAIMS(slot) \
 	((int64 *) ((char *) cdp_shared + MAXALIGN(sizeof(CdpSharedState))) + (slot) * CDP_MAX_BATCH)
 extern int	cdp_drain_workers;
+
 extern int	cdp_bulk_batch_size;
 extern void cdp_wake_worker_at_commit(void);
 
@@ -262,7 +263,6 @@ extern Datum cdp_jsonb_array(Jsonb **values, int n);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
 extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
-extern void cdp_spi_exec_by_tid(SPIPlanPtr plan, Datum *values, int expected);
 extern char *cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string);
 extern JsonbValue *cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out);
 extern Jsonb *cdp_jsonb_get_object(Jsonb *obj, const char *key);

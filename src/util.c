@@ -196,8 +196,9 @@ cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
 	cdp_spi_exec_limit(plan, values, expected, 0);
 }
 
-static void
-exec_plan(SPIPlanPtr plan, Datum *values, int expected, long tcount, bool by_tid)
+/* The same, stopping after tcount rows (0: all). */
+void
+cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 {
 	int			nestlevel = NewGUCNestLevel();
 	int			rc;
@@ -208,37 +209,12 @@ exec_plan(SPIPlanPtr plan, Datum *values, int expected, long tcount, bool by_tid
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	if (by_tid)
-	{
-		(void) set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	}
 	rc = SPI_execute_plan(plan, values, NULL, false, tcount);
 	AtEOXact_GUC(true, nestlevel);
 
 	if (rc != expected)
 		elog(ERROR, "pg_cdp: internal statement failed: %s",
 			 SPI_result_code_string(rc));
-}
-
-/* The same, stopping after tcount rows (0: all). */
-void
-cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
-{
-	exec_plan(plan, values, expected, tcount, false);
-}
-
-/*
- * The same for a statement that finds rows by ctid: index scans are off
- * too, or a plan made while the table was small would scan a whole index
- * instead of going to each row.
- */
-void
-cdp_spi_exec_by_tid(SPIPlanPtr plan, Datum *values, int expected)
-{
-	exec_plan(plan, values, expected, 0, true);
 }
 
 /* Look a key up in a jsonb object; NULL when absent or not an object. */
