@@ -37,6 +37,7 @@ bool		cdp_worker_enabled = true;
 int			cdp_batch_size = 2000;
 int			cdp_drain_workers = 2;
 int			cdp_bulk_batch_size = 10000;
+bool		cdp_drain_synchronous_commit = false;
 char	   *cdp_fake_now = NULL;
 bool		cdp_email_provider_rules = false;
 char	   *cdp_default_phone_region = NULL;
@@ -92,6 +93,11 @@ _PG_init(void)
 							"A drainer doubles its batch, from cdp.batch_size, while its batches come out full and no writer had to wait for its lock; a writer that waits sends it back to cdp.batch_size.",
 							&cdp_bulk_batch_size, 10000, 1, CDP_MAX_BATCH,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cdp.drain_synchronous_commit",
+							 "Makes the drainers' commits wait for their WAL to reach disk.",
+							 "Off by default, and safe: an inbox row is deleted in the transaction that writes its event, so a crash that undoes the last drained batches leaves their rows in the inbox, to be drained again.",
+							 &cdp_drain_synchronous_commit, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineCustomIntVariable("cdp.drain_workers",
 							"Processes that drain the inbox: the worker and its helpers.",
 							"Each resolves a batch while another writes the events of its own, so the bulk path uses more than one core.",

@@ -79,6 +79,7 @@ extern CdpSharedState *cdp_shared;
 extern int	cdp_drain_workers;
 
 extern int	cdp_bulk_batch_size;
+extern bool cdp_drain_synchronous_commit;
 extern void cdp_wake_worker_at_commit(void);
 
 /* ---- errors that can either be raised or recorded as a reject ---- */

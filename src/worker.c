@@ -213,6 +213,24 @@ next_batch_size(bool last_full)
 }
 
 /*
+ * Start one of the drain's transactions.  Unless cdp.drain_synchronous_commit
+ * says otherwise, it commits without waiting for its WAL to be flushed, as a
+ * logical replication subscriber applies changes: the inbox keeps every row
+ * until the transaction that writes its event deletes it, so a crash loses
+ * no message, it only undoes the last batches, which are drained again.
+ */
+static void
+start_drain_transaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!cdp_drain_synchronous_commit)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
  * The workers' drain: a batch resolved in one transaction and written in
  * the next (drain.c), so that another drainer can resolve while this one
  * writes.  Whatever happens, the batch's claims are dropped at the end.
@@ -234,9 +252,7 @@ run_drain(int slot, bool *more, bool *extension_missing)
 		int			done = 0;
 		int			rejected = 0;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		start_drain_transaction();
 		if (!OidIsValid(get_extension_oid("pg_cdp", true)))
 			*extension_missing = true;
 		else
@@ -260,9 +276,7 @@ run_drain(int slot, bool *more, bool *extension_missing)
 		if (batch)
 		{
 			taken = batch->n;
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
+			start_drain_transaction();
 			pgstat_report_activity(STATE_RUNNING, "inbox: write");
 			SPI_connect();
 			done = cdp_drain_write(batch, &rejected);
