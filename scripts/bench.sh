@@ -5,7 +5,8 @@
 #
 #   1. bulk path: COPY of Segment-spec messages into cdp.inbox until the
 #      worker has drained it, vs a plain COPY of the same events already
-#      flattened into an indexed table (the ceiling).   target: ratio >= 0.25
+#      flattened into an indexed table (the ceiling), in rounds of both
+#      sides back to back; the median round counts.      target: ratio >= 0.25
 #   2. identity resolution: the identity engine's time during that drain vs
 #      label propagation (dbt-style identity stitching) over the same
 #      identifiers; both must find identical components.  target: >= 20x
@@ -19,6 +20,8 @@
 #   BENCH_EVENTS=1000000        messages of benchmarks 1 and 2 (people: 1/5 of it)
 #   BENCH_BATCH_SIZES="2000"    cdp.batch_size values for the worker
 #                               drain; the first one is the headline
+#   BENCH_BULK_ROUNDS=3         rounds of benchmark 1 (a ceiling COPY, then the
+#                               headline drain); the median round's ratio counts
 #   BENCH_TICK=1                also drain with cdp.tick() in a loop (no worker)
 #   BENCH_API_PEOPLE=100000     people pre-loaded for benchmark 3
 #   BENCH_PGBENCH_SECONDS=30    duration of each pgbench side
@@ -272,23 +275,27 @@ quiet -c "DROP TABLE bench.lp_nodes, bench.lp_edges, bench.lp_labels, bench.grou
 
 echo
 echo "== benchmark 1: bulk path, $BENCH_EVENTS messages"
-echo "-- ceiling: plain COPY of the flattened events into an indexed table"
-quiet -c "DROP TABLE IF EXISTS bench.ceiling" -c "CREATE TABLE bench.ceiling (
-        event_id text PRIMARY KEY, anonymous_id text, user_id text, email text,
-        loyalty_card text, occurred_at timestamptz, event text, properties jsonb)" \
-    -c "CREATE INDEX ceiling_user_id ON bench.ceiling (user_id)" \
-    -c "CREATE INDEX ceiling_occurred_at ON bench.ceiling (occurred_at)"
-quiesce
-CEIL_SECONDS=$(q <<EOF
+# measure_ceiling: the baseline side, a plain COPY into an indexed table;
+# sets CEIL_SECONDS and CEIL_RATE.
+measure_ceiling() {
+    echo "-- ceiling: plain COPY of the flattened events into an indexed table"
+    quiet -c "DROP TABLE IF EXISTS bench.ceiling" -c "CREATE TABLE bench.ceiling (
+            event_id text PRIMARY KEY, anonymous_id text, user_id text, email text,
+            loyalty_card text, occurred_at timestamptz, event text, properties jsonb)" \
+        -c "CREATE INDEX ceiling_user_id ON bench.ceiling (user_id)" \
+        -c "CREATE INDEX ceiling_occurred_at ON bench.ceiling (occurred_at)"
+    quiesce
+    CEIL_SECONDS=$(q <<EOF
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 COPY bench.ceiling FROM '$files/flat.csv' WITH (FORMAT csv);
 SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
 EOF
 )
-CEIL_RATE=$(calc "$BENCH_EVENTS / $CEIL_SECONDS" 0)
-echo "   clock: the COPY statement (file -> table, primary key + 2 indexes, commit), server side"
-echo "   $CEIL_SECONDS s: $CEIL_RATE rows/s"
-psql_q -c "DROP TABLE bench.ceiling"
+    CEIL_RATE=$(calc "$BENCH_EVENTS / $CEIL_SECONDS" 0)
+    echo "   clock: the COPY statement (file -> table, primary key + 2 indexes, commit), server side"
+    echo "   $CEIL_SECONDS s: $CEIL_RATE rows/s"
+    psql_q -c "DROP TABLE bench.ceiling"
+}
 
 # drain_worker: COPY into cdp.inbox, wait until the worker (with the batch size
 # set before it started) drained it,
@@ -310,7 +317,9 @@ EOF
 }
 
 declare -A DRAIN_RATE DRAIN_SECONDS RESOLVE_SECONDS
-for b in $BENCH_BATCH_SIZES; do
+# measure_drain B: the pg_cdp side with cdp.batch_size = B; sets DRAIN_*[B].
+measure_drain() {
+    local b=$1 out copy_s drain_s total_s resolve_s rounds errors
     echo "-- pg_cdp, worker with cdp.batch_size = $b: COPY into cdp.inbox, the worker drains it"
     psql_q -c "ALTER SYSTEM SET cdp.batch_size = $b" -c "SELECT pg_reload_conf()" >/dev/null
     fresh_cdp
@@ -319,7 +328,7 @@ for b in $BENCH_BATCH_SIZES; do
     if ! out=$(drain_worker); then
         echo "   FAILED: the inbox was not drained"
         failures=$((failures + 1))
-        continue
+        return 1
     fi
     read -r copy_s drain_s total_s resolve_s rounds errors <<<"$out"
     DRAIN_SECONDS[$b]=$total_s
@@ -333,6 +342,44 @@ for b in $BENCH_BATCH_SIZES; do
     compare_components
     if [ "$b" = "$HEADLINE_BATCH" ]; then HEADLINE_COMPONENTS=$COMPONENTS_VERDICT; fi
     top_statements
+}
+
+# Both sides swing with the machine (a virtual one here: the same drain
+# takes from 21 to 34 s from one minute to the next), so the headline is
+# measured in rounds, each a ceiling COPY and the headline drain back to
+# back, and the round with the median ratio is the result. Other batch
+# sizes run once, after the rounds.
+BENCH_BULK_ROUNDS=${BENCH_BULK_ROUNDS:-3}
+declare -a R_CEIL_S R_CEIL_RATE R_DRAIN_RATE R_DRAIN_S R_RESOLVE_S R_RATIO R_COMPONENTS
+for r in $(seq "$BENCH_BULK_ROUNDS"); do
+    echo "-- round $r of $BENCH_BULK_ROUNDS"
+    measure_ceiling
+    measure_drain "$HEADLINE_BATCH" || continue
+    R_CEIL_S[$r]=$CEIL_SECONDS
+    R_CEIL_RATE[$r]=$CEIL_RATE
+    R_DRAIN_RATE[$r]=${DRAIN_RATE[$HEADLINE_BATCH]}
+    R_DRAIN_S[$r]=${DRAIN_SECONDS[$HEADLINE_BATCH]}
+    R_RESOLVE_S[$r]=${RESOLVE_SECONDS[$HEADLINE_BATCH]}
+    R_RATIO[$r]=$(calc "${DRAIN_RATE[$HEADLINE_BATCH]} / $CEIL_RATE")
+    R_COMPONENTS[$r]=$HEADLINE_COMPONENTS
+    echo "   round $r: ceiling $CEIL_RATE rows/s, pg_cdp ${DRAIN_RATE[$HEADLINE_BATCH]} rows/s, ratio ${R_RATIO[$r]}"
+done
+median_round=$(for r in "${!R_RATIO[@]}"; do echo "${R_RATIO[$r]} $r"; done | sort -n |
+               awk '{ v[NR] = $2 } END { if (NR) print v[int((NR + 1) / 2)] }')
+if [ -n "$median_round" ]; then
+    CEIL_SECONDS=${R_CEIL_S[$median_round]}
+    CEIL_RATE=${R_CEIL_RATE[$median_round]}
+    DRAIN_RATE[$HEADLINE_BATCH]=${R_DRAIN_RATE[$median_round]}
+    DRAIN_SECONDS[$HEADLINE_BATCH]=${R_DRAIN_S[$median_round]}
+    RESOLVE_SECONDS[$HEADLINE_BATCH]=${R_RESOLVE_S[$median_round]}
+    HEADLINE_COMPONENTS=${R_COMPONENTS[$median_round]}
+    echo "   ratios by round: ${R_RATIO[*]}; the median is round $median_round's"
+else
+    unset "DRAIN_RATE[$HEADLINE_BATCH]"
+fi
+for b in $BENCH_BATCH_SIZES; do
+    [ "$b" = "$HEADLINE_BATCH" ] && continue
+    measure_drain "$b" || true
 done
 psql_q -c "ALTER SYSTEM RESET cdp.batch_size" -c "SELECT pg_reload_conf()" >/dev/null
 
