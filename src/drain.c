@@ -302,8 +302,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	int			nprofiles;
 	int64	   *profiles = lock_profiles(batch, &nprofiles);
 	int64	   *ids = palloc(sizeof(int64) * batch->n);
-	ItemPointerData *tids = palloc(sizeof(ItemPointerData) * batch->n);
-	Datum	   *tid_datums = palloc(sizeof(Datum) * batch->n);
+	Datum	   *tids = palloc(sizeof(Datum) * batch->n);
 	int64	   *deleted;
 	int			ndeleted;
 	CdpMessage *keep;
@@ -320,7 +319,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 
 		if (writes_event(m) && !sorted_contains(profiles, nprofiles, m->profile_id))
 			continue;
-		tids[n] = m->inbox_tid;
+		tids[n] = PointerGetDatum(&m->inbox_tid);
 		ids[n++] = m->inbox_id;
 	}
 	if (n == 0)
@@ -341,9 +340,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE ctid = ANY($1) RETURNING inbox_id",
 						   1, argtypes);
 	}
-	for (int i = 0; i < n; i++)
-		tid_datums[i] = PointerGetDatum(&tids[i]);
-	args[0] = PointerGetDatum(construct_array(tid_datums, n, TIDOID,
+	args[0] = PointerGetDatum(construct_array(tids, n, TIDOID,
 											  sizeof(ItemPointerData), false,
 											  TYPALIGN_SHORT));
 	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);

@@ -77,7 +77,6 @@ extern CdpSharedState *cdp_shared;
 #define CDP_CLAIMS(slot) \
 	((int64 *) ((char *) cdp_shared + MAXALIGN(sizeof(CdpSharedState))) + (slot) * CDP_MAX_BATCH)
 extern int	cdp_drain_workers;
-
 extern int	cdp_bulk_batch_size;
 extern bool cdp_drain_synchronous_commit;
 extern void cdp_wake_worker_at_commit(void);
