@@ -63,7 +63,7 @@ CREATE TABLE cdp.identities (
     value         text NOT NULL,
     profile_id    bigint NOT NULL,
     first_seen_at timestamptz NOT NULL DEFAULT cdp.now(),
-    PRIMARY KEY (type, value)
+    PRIMARY KEY (value, type)
 );
 CREATE INDEX identities_profile_id ON cdp.identities (profile_id);
 COMMENT ON TABLE cdp.identities IS
