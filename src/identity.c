@@ -134,8 +134,9 @@ ident_type_name(CdpIdent *id)
 }
 
 /*
- * Keys in bytewise order, which is the order of a btree on (a, b) in the C
- * collation and close to it in others.  Probes and inserts in key order
+ * Keys in bytewise order of (b, a), which is the order of a btree on (b, a)
+ * (cdp.identities is keyed by (value, type), cdp.message_ids by
+ * (message_id, source)) in the C collation and close to it in others.  Probes and inserts in key order
  * visit neighbouring index pages one after the other, which are then still
  * in the CPU caches; in the random order of a hash table nearly every step
  * of every descent misses them once the index outgrows the caches.
@@ -143,9 +144,9 @@ ident_type_name(CdpIdent *id)
 static int
 cmp_pair(const PairKey *x, const PairKey *y)
 {
-	int			c = (x->a == y->a) ? 0 : strcmp(x->a, y->a);
+	int			c = strcmp(x->b, y->b);
 
-	return c != 0 ? c : strcmp(x->b, y->b);
+	return (c != 0 || x->a == y->a) ? c : strcmp(x->a, y->a);
 }
 
 static int

@@ -58,6 +58,9 @@ CREATE TRIGGER identifier_types_changed
 
 -- A (type, value) belongs to at most one profile. Keyed by the identifier
 -- itself, so on Citus it is distributed by value, apart from profile rows.
+-- The key puts value first: a descent then decides on the value alone and
+-- compares the type (a handful of values) only on a tie, which makes the
+-- drain's millions of look-ups and inserts cheaper.
 CREATE TABLE cdp.identities (
     type          text NOT NULL,
     value         text NOT NULL,

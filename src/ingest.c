@@ -493,9 +493,9 @@ cmp_message_key(const void *a, const void *b)
 {
 	const CdpMessage *x = *(CdpMessage *const *) a;
 	const CdpMessage *y = *(CdpMessage *const *) b;
-	int			c = strcmp(x->source ? x->source : "", y->source ? y->source : "");
+	int			c = strcmp(x->message_id, y->message_id);
 
-	return c ? c : strcmp(x->message_id, y->message_id);
+	return c ? c : strcmp(x->source ? x->source : "", y->source ? y->source : "");
 }
 
 /*

@@ -39,7 +39,7 @@ CREATE TABLE cdp.message_ids (
     original_profile_id bigint NOT NULL,
     occurred_at         timestamptz NOT NULL,
     received_at         timestamptz NOT NULL DEFAULT cdp.now(),
-    PRIMARY KEY (message_id, source)
+    PRIMARY KEY (message_id, source)    -- the distinguishing column first
 );
 COMMENT ON TABLE cdp.message_ids IS
     'messageId / event_id of every accepted event, per source (empty for SQL calls), kept until cdp.forget';
