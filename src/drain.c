@@ -15,13 +15,18 @@
  * owns it, and the writing transaction keeps only the messages whose rows
  * it deleted.
  *
- * The second transaction first takes FOR KEY SHARE on the batch's profiles.
- * A merge, unmerge or erasure takes FOR UPDATE on the profiles it retires
- * or empties (merge.c), so it waits for the events written to them.  A
- * profile retired before the lock was taken has vanished: its messages are
- * left in the inbox, to be resolved again by a later batch.  A crash between
- * the transactions leaves the rows in the inbox too; resolving them again
- * finds the identities the first try stored and adds nothing twice.
+ * The events must land on profiles that still live: a merge, unmerge or
+ * erasure that retires or empties a profile must see the events written to
+ * it.  So the resolving transaction, before it commits, publishes the
+ * profiles the batch will write to as the drainer's writes, in shared
+ * memory; anyone who retires profiles waits, once it holds their locks, for
+ * the writing transaction of any drainer whose writes name one of them
+ * (cdp_wait_for_drain_writers, called by merge.c).  That wait cannot miss a
+ * batch: the resolver published while it held the ingest locks that the
+ * retirer needs to hold before it looks.  The write takes no row lock and
+ * finds every profile of its batch alive.  A crash between the transactions
+ * leaves the rows in the inbox; resolving them again finds the identities
+ * the first try stored and adds nothing twice.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,7 +35,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
+#include "utils/wait_event.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -40,6 +48,12 @@ static bool
 sorted_contains(const int64 *ids, int n, int64 id)
 {
 	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cdp_cmp_int64) != NULL;
+}
+
+static bool
+writes_event(const CdpMessage *m)
+{
+	return m->err.sqlerrcode == 0 && !m->duplicate;
 }
 
 /*
@@ -98,8 +112,8 @@ publish_claims(int slot, int64 *ids, int n)
 }
 
 /*
- * cdp_drain_release drops the claims of slot: its batch is written, or
- * given up, and its remaining rows are anyone's again.
+ * cdp_drain_release drops the claims and the writes of slot: its batch is
+ * written, or given up, and its remaining rows are anyone's again.
  */
 void
 cdp_drain_release(int slot)
@@ -108,8 +122,84 @@ cdp_drain_release(int slot)
 		return;
 	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
 	cdp_shared->nclaims[slot] = 0;
+	cdp_shared->nwrites[slot] = 0;
+	cdp_shared->writer_xid[slot] = InvalidTransactionId;
 	cdp_shared->claims_db[slot] = InvalidOid;
 	LWLockRelease(cdp_shared->claims_lock);
+}
+
+/*
+ * Publish the profiles the batch will write events to (sorted, unique) as
+ * the writes of slot.  Called by the resolving transaction, before it
+ * commits, while it holds the ingest locks.
+ */
+static void
+publish_writes(int slot, const int64 *ids, int n)
+{
+	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
+	memcpy(CDP_WRITES(slot), ids, sizeof(int64) * n);
+	cdp_shared->nwrites[slot] = n;
+	cdp_shared->writer_xid[slot] = InvalidTransactionId;
+	LWLockRelease(cdp_shared->claims_lock);
+}
+
+/* The writing transaction has begun: whoever waits for it waits on its xid. */
+static void
+publish_writer(int slot)
+{
+	TransactionId xid = GetTopTransactionId();
+
+	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
+	cdp_shared->writer_xid[slot] = xid;
+	LWLockRelease(cdp_shared->claims_lock);
+}
+
+/*
+ * cdp_wait_for_drain_writers: profiles ids are about to be retired or to
+ * lose rows, and the caller holds their exclusive locks (cdp_lock_keys).
+ * Wait until no drainer's writing transaction writes events to any of them.
+ *
+ * A write that has begun is waited for on its transaction id, as for a row
+ * lock: the deadlock detector sees the wait.  A write published but not
+ * begun yet (the drainer is between its two transactions, which takes no
+ * lock) is polled for, briefly.  Once the write ended, its drainer cannot
+ * publish these profiles again while the caller holds their locks.
+ */
+void
+cdp_wait_for_drain_writers(const int64 *ids, int n)
+{
+	if (cdp_shared == NULL || n == 0)
+		return;
+	for (int s = 0; s < cdp_drain_workers; s++)
+	{
+		for (;;)
+		{
+			TransactionId xid = InvalidTransactionId;
+			bool		named = false;
+
+			LWLockAcquire(cdp_shared->claims_lock, LW_SHARED);
+			if (cdp_shared->claims_db[s] == MyDatabaseId)
+			{
+				for (int i = 0; i < n && !named; i++)
+					named = sorted_contains(CDP_WRITES(s), cdp_shared->nwrites[s], ids[i]);
+				xid = cdp_shared->writer_xid[s];
+			}
+			LWLockRelease(cdp_shared->claims_lock);
+
+			/* never ourselves: a drainer's writes are empty while it resolves */
+			if (!named || TransactionIdIsCurrentTransactionId(xid))
+				break;
+			if (TransactionIdIsValid(xid))
+			{
+				XactLockTableWait(xid, NULL, NULL, XLTW_None);
+				break;
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
 }
 
 /*
@@ -244,10 +334,22 @@ cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
 	old = MemoryContextSwitchTo(keep_cxt);
 	batch = palloc(sizeof(CdpDrainBatch));
 	batch->n = n;
+	batch->slot = slot;
 	batch->msgs = palloc(sizeof(CdpMessage) * n);
 	for (int i = 0; i < n; i++)
 		keep_message(&batch->msgs[i], &msgs[i]);
 	MemoryContextSwitchTo(old);
+
+	/* the profiles the write will need, published before this commits */
+	{
+		int64	   *ids = palloc(sizeof(int64) * n);
+		int			k = 0;
+
+		for (int i = 0; i < n; i++)
+			if (writes_event(&batch->msgs[i]))
+				ids[k++] = batch->msgs[i].profile_id;
+		publish_writes(slot, ids, cdp_sort_unique_int64(ids, k));
+	}
 	return batch;
 }
 
@@ -266,30 +368,6 @@ write_batch(CdpMessage *msgs, int n)
 	cdp_write_events(msgs, n);
 }
 
-static bool
-writes_event(const CdpMessage *m)
-{
-	return m->err.sqlerrcode == 0 && !m->duplicate;
-}
-
-/*
- * Lock the batch's profiles FOR KEY SHARE, in ascending id; returns the ids
- * that still exist, sorted, in *nfound.
- */
-static int64 *
-lock_profiles(CdpDrainBatch *batch, int *nfound)
-{
-	int64	   *ids = palloc(sizeof(int64) * Max(batch->n, 1));
-	int			n = 0;
-
-	for (int i = 0; i < batch->n; i++)
-		if (writes_event(&batch->msgs[i]))
-			ids[n++] = batch->msgs[i].profile_id;
-	n = cdp_sort_unique_int64(ids, n);
-	*nfound = cdp_lock_profile_rows(ids, n, false, ids);
-	return ids;
-}
-
 /*
  * cdp_drain_write writes what cdp_drain_resolve resolved, in the caller's
  * (new) transaction.  Returns the number of inbox rows it turned into
@@ -299,8 +377,6 @@ int
 cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 {
 	static SPIPlanPtr plan = NULL;
-	int			nprofiles;
-	int64	   *profiles = lock_profiles(batch, &nprofiles);
 	int64	   *ids = palloc(sizeof(int64) * batch->n);
 	Datum	   *tids = palloc(sizeof(Datum) * batch->n);
 	int64	   *deleted;
@@ -311,16 +387,12 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	Datum		args[1];
 
 	*rejected = 0;
+	publish_writer(batch->slot);
 
-	/* Rows of messages whose profile vanished stay for a later batch. */
 	for (int i = 0; i < batch->n; i++)
 	{
-		CdpMessage *m = &batch->msgs[i];
-
-		if (writes_event(m) && !sorted_contains(profiles, nprofiles, m->profile_id))
-			continue;
-		tids[n] = PointerGetDatum(&m->inbox_tid);
-		ids[n++] = m->inbox_id;
+		tids[n] = PointerGetDatum(&batch->msgs[i].inbox_tid);
+		ids[n++] = batch->msgs[i].inbox_id;
 	}
 	if (n == 0)
 		return 0;

@@ -192,36 +192,30 @@ move_rows(int64 *from, int64 *to, int n)
 }
 
 /*
- * cdp_lock_profile_rows locks the rows of profiles ids, in ascending id:
- * FOR UPDATE for the profiles about to be retired, or to lose rows, FOR
- * KEY SHARE for those a writer of events writes to.  Writers of events hold
- * theirs until they commit (the worker writes a batch's events in a
- * transaction of its own, after the one that resolved them), so a profile
- * is retired only once the events written to it are visible to the
- * statements that move them.  The ids that still exist go to found, when
- * given, ascending; returns how many.
+ * cdp_lock_profile_rows locks the rows of profiles ids FOR UPDATE, in
+ * ascending id: they are about to be retired, or to lose rows.  The caller
+ * holds their exclusive profile locks (cdp_lock_keys).  First it waits for
+ * the worker's drainers still writing events to any of them (drain.c), so
+ * the statements that move a profile's rows see every event written to it.
  */
-int
-cdp_lock_profile_rows(int64 *ids, int n, bool for_update, int64 *found)
+void
+cdp_lock_profile_rows(int64 *ids, int n)
 {
-	static SPIPlanPtr plans[2] = {NULL, NULL};
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1];
 
 	if (n == 0)
-		return 0;
-	if (plans[for_update] == NULL)
+		return;
+	cdp_wait_for_drain_writers(ids, n);
+	if (plan == NULL)
 	{
 		Oid			argtypes[1] = {INT8ARRAYOID};
 
-		plans[for_update] = cdp_prepare(for_update ?
-										"SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
-										"ORDER BY profile_id FOR UPDATE" :
-										"SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
-										"ORDER BY profile_id FOR KEY SHARE", 1, argtypes);
+		plan = cdp_prepare("SELECT profile_id FROM cdp.profiles WHERE profile_id = ANY($1) "
+						   "ORDER BY profile_id FOR UPDATE", 1, argtypes);
 	}
 	args[0] = cdp_int8_array(ids, n);
-	cdp_spi_exec(plans[for_update], args, SPI_OK_SELECT);
-	return found ? cdp_spi_int64_column(found) : (int) SPI_processed;
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
 }
 
 /*
@@ -287,7 +281,7 @@ cdp_execute_merges(CdpMessage *msgs, CdpMergeStep *steps, int nsteps)
 		losers[s] = steps[s].loser;
 		finals[s] = f;
 	}
-	(void) cdp_lock_profile_rows(losers, nsteps, true, NULL);
+	cdp_lock_profile_rows(losers, nsteps);
 
 	/* Snapshots: traits and identities as they are before the batch moves them. */
 	if (snap_plan == NULL)
@@ -555,7 +549,7 @@ cdp_unmerge(PG_FUNCTION_ARGS)
 	pkeys[0] = (uint64) winner;
 	pkeys[1] = (uint64) loser;
 	cdp_lock_keys(pkeys, 2, pexcl, CDP_LOCK_PROFILE);
-	(void) cdp_lock_profile_rows((int64[]) {winner, loser}, 2, true, NULL);
+	cdp_lock_profile_rows((int64[]) {winner, loser}, 2);
 
 	args[0] = Int64GetDatum(merge_id);
 	rc = SPI_execute_with_args("INSERT INTO cdp.profiles (profile_id, created_at, updated_at, traits, trait_meta) "
@@ -658,7 +652,7 @@ cdp_forget(PG_FUNCTION_ARGS)
 	for (int k = 0; k < nids; k++)
 		excl[k] = true;
 	cdp_lock_keys((uint64 *) ids, nids, excl, CDP_LOCK_PROFILE);
-	(void) cdp_lock_profile_rows(ids, nids, true, NULL);
+	cdp_lock_profile_rows(ids, nids);
 
 	/* Every identifier the people have, to find their raw messages. */
 	args[0] = cdp_int8_array(ids, nids);

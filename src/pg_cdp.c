@@ -169,8 +169,9 @@ _PG_init(void)
 static Size
 cdp_shmem_size(void)
 {
+	/* each drainer's claims, then each drainer's writes */
 	return add_size(MAXALIGN(sizeof(CdpSharedState)),
-					mul_size(mul_size(cdp_drain_workers, CDP_MAX_BATCH), sizeof(int64)));
+					mul_size(mul_size(2 * cdp_drain_workers, CDP_MAX_BATCH), sizeof(int64)));
 }
 
 static void

@@ -45,7 +45,9 @@ extern TimestampTz cdp_now(void);
  * Inbox drainers: the worker is slot 0, its helpers (cdp.drain_workers)
  * the others.  A drainer resolves a batch in one transaction and writes its
  * events in the next; in between, the inbox ids it holds are its claims,
- * which the other drainers skip.
+ * which the other drainers skip, and the profiles it is about to write to
+ * are its writes, which no one retires until the writing transaction ends
+ * (drain.c).
  */
 #define CDP_MAX_DRAINERS 8
 #define CDP_MAX_BATCH 20000
@@ -59,6 +61,8 @@ typedef struct CdpSharedState
 	LWLock	   *claims_lock;
 	Oid			claims_db[CDP_MAX_DRAINERS];
 	int			nclaims[CDP_MAX_DRAINERS];	/* sorted ids: CDP_CLAIMS(slot) */
+	int			nwrites[CDP_MAX_DRAINERS];	/* sorted ids: CDP_WRITES(slot) */
+	TransactionId writer_xid[CDP_MAX_DRAINERS]; /* the writing xact, once begun */
 	TimestampTz worker_started;
 	TimestampTz heartbeat;
 	uint64		rounds;
@@ -76,6 +80,7 @@ extern CdpSharedState *cdp_shared;
 
 #define CDP_CLAIMS(slot) \
 	((int64 *) ((char *) cdp_shared + MAXALIGN(sizeof(CdpSharedState))) + (slot) * CDP_MAX_BATCH)
+#define CDP_WRITES(slot) (CDP_CLAIMS(cdp_drain_workers) + (slot) * CDP_MAX_BATCH)
 extern int	cdp_drain_workers;
 extern int	cdp_bulk_batch_size;
 extern bool cdp_drain_synchronous_commit;
@@ -190,7 +195,7 @@ extern void cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg,
 								  bool strict);
 
 /* merge.c */
-extern int	cdp_lock_profile_rows(int64 *ids, int n, bool for_update, int64 *found);
+extern void cdp_lock_profile_rows(int64 *ids, int n);
 typedef struct CdpMergeStep
 {
 	int64		winner;
@@ -248,11 +253,13 @@ typedef struct CdpDrainBatch
 {
 	CdpMessage *msgs;
 	int			n;
+	int			slot;			/* the drainer's */
 } CdpDrainBatch;
 
 extern CdpDrainBatch *cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt);
 extern int	cdp_drain_write(CdpDrainBatch *batch, int *rejected);
 extern void cdp_drain_release(int slot);
+extern void cdp_wait_for_drain_writers(const int64 *ids, int n);
 
 /* spi helpers (util.c) */
 extern Datum cdp_text_array(char **values, int n);
