@@ -88,13 +88,16 @@ pair_table(const char *name, long size, Size entrysize)
 }
 
 static IdentEntry *
-ident_entry(Engine *e, const char *type, const char *value, bool create)
+ident_entry_hashed(Engine *e, const char *type, const char *value, uint64 hash,
+				   bool create)
 {
 	PairKey		key = {type, value};
 	bool		found;
 	IdentEntry *ent;
 
-	ent = hash_search(e->idents, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	/* pair_hash's value: the caller computed it already, for the lock key */
+	ent = hash_search_with_hash_value(e->idents, &key, (uint32) hash,
+									  create ? HASH_ENTER : HASH_FIND, &found);
 	if (ent && !found)
 	{
 		ent->profile_id = 0;
@@ -102,6 +105,12 @@ ident_entry(Engine *e, const char *type, const char *value, bool create)
 		ent->queried = false;
 	}
 	return ent;
+}
+
+static IdentEntry *
+ident_entry(Engine *e, const char *type, const char *value, bool create)
+{
+	return ident_entry_hashed(e, type, value, cdp_hash_key(type, value), create);
 }
 
 static ProfEntry *
@@ -149,10 +158,48 @@ cmp_pair(const PairKey *x, const PairKey *y)
 	return (c != 0 || x->a == y->a) ? c : strcmp(x->a, y->a);
 }
 
-static int
-cmp_pair_ptr(const void *x, const void *y)
+/*
+ * sort_pairs sorts keys in cmp_pair order.  A batch sorts tens of thousands
+ * of keys, and values often share long prefixes, so each key first gets its
+ * value's leading bytes as a big-endian integer (the order of those bytes);
+ * most comparisons end on that integer, and only ties compare the strings.
+ */
+typedef struct AbbrevPair
 {
-	return cmp_pair(*(PairKey *const *) x, *(PairKey *const *) y);
+	uint64		abbrev;
+	PairKey    *key;
+} AbbrevPair;
+
+static int
+cmp_abbrev_pair(const void *x, const void *y)
+{
+	const AbbrevPair *p = x;
+	const AbbrevPair *q = y;
+
+	if (p->abbrev != q->abbrev)
+		return p->abbrev < q->abbrev ? -1 : 1;
+	return cmp_pair(p->key, q->key);
+}
+
+static void
+sort_pairs(PairKey **keys, int n)
+{
+	AbbrevPair *items = palloc(sizeof(AbbrevPair) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		const unsigned char *s = (const unsigned char *) keys[i]->b;
+		uint64		v = 0;
+
+		for (int j = 0; j < 8 && s[j] != '\0'; j++)
+			v |= ((uint64) s[j]) << (56 - 8 * j);
+		items[i].abbrev = v;
+		items[i].key = keys[i];
+	}
+	qsort(items, n, sizeof(AbbrevPair), cmp_abbrev_pair);
+	for (int i = 0; i < n; i++)
+		keys[i] = items[i].key;
+	pfree(items);
 }
 
 /*
@@ -208,7 +255,7 @@ find_duplicates(Engine *e)
 		char	  **srcs = palloc(sizeof(char *) * nids);
 		Datum		values[2];
 
-		qsort(keys, nids, sizeof(PairKey *), cmp_pair_ptr);
+		sort_pairs(keys, nids);
 		for (int i = 0; i < nids; i++)
 		{
 			srcs[i] = (char *) keys[i]->a;
@@ -277,7 +324,7 @@ lookup_identities(Engine *e, bool only_unqueried)
 		return;
 	/* an entry starts with its key */
 	StaticAssertStmt(offsetof(IdentEntry, key) == 0, "IdentEntry must start with its key");
-	qsort(ents, n, sizeof(IdentEntry *), cmp_pair_ptr);
+	sort_pairs((PairKey **) ents, n);
 	types = palloc(sizeof(char *) * n);
 	values = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -858,7 +905,7 @@ materialize(Engine *e, int *dup_of)
 			rows[a].b = id->value;
 			sorted[a] = &rows[a];
 		}
-		qsort(sorted, e->natt, sizeof(PairKey *), cmp_pair_ptr);
+		sort_pairs(sorted, e->natt);
 		for (int k = 0; k < e->natt; k++)
 		{
 			int			a = sorted[k] - rows;
@@ -949,15 +996,17 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first)
 			id->entry = NULL;
 			if (id->alias_previous)
 			{
-				keys[nkeys++] = cdp_hash_key("user_id", id->value);
-				keys[nkeys++] = cdp_hash_key("anonymous_id", id->value);
-				ident_entry(&e, "user_id", id->value, true);
-				ident_entry(&e, "anonymous_id", id->value, true);
+				keys[nkeys] = cdp_hash_key("user_id", id->value);
+				ident_entry_hashed(&e, "user_id", id->value, keys[nkeys++], true);
+				keys[nkeys] = cdp_hash_key("anonymous_id", id->value);
+				ident_entry_hashed(&e, "anonymous_id", id->value, keys[nkeys++], true);
 			}
 			else
 			{
-				keys[nkeys++] = cdp_hash_key(ident_type_name(id), id->value);
-				id->entry = ident_entry(&e, ident_type_name(id), id->value, true);
+				const char *type = ident_type_name(id);
+
+				keys[nkeys] = cdp_hash_key(type, id->value);
+				id->entry = ident_entry_hashed(&e, type, id->value, keys[nkeys++], true);
 			}
 		}
 	}
