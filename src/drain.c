@@ -38,9 +38,9 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
-#include "utils/wait_event.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/wait_event.h"
 
 #include "pg_cdp.h"
 
@@ -129,18 +129,27 @@ cdp_drain_release(int slot)
 }
 
 /*
- * Publish the profiles the batch will write events to (sorted, unique) as
- * the writes of slot.  Called by the resolving transaction, before it
- * commits, while it holds the ingest locks.
+ * Publish the profiles the batch will write events to as the writes of its
+ * drainer.  Called by the resolving transaction, before it commits, while
+ * it holds the ingest locks.
  */
 static void
-publish_writes(int slot, const int64 *ids, int n)
+publish_writes(CdpDrainBatch *batch)
 {
+	int64	   *ids = palloc(sizeof(int64) * batch->n);
+	int			n = 0;
+
+	for (int i = 0; i < batch->n; i++)
+		if (writes_event(&batch->msgs[i]))
+			ids[n++] = batch->msgs[i].profile_id;
+	n = cdp_sort_unique_int64(ids, n);
+
 	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
-	memcpy(CDP_WRITES(slot), ids, sizeof(int64) * n);
-	cdp_shared->nwrites[slot] = n;
-	cdp_shared->writer_xid[slot] = InvalidTransactionId;
+	memcpy(CDP_WRITES(batch->slot), ids, sizeof(int64) * n);
+	cdp_shared->nwrites[batch->slot] = n;
+	cdp_shared->writer_xid[batch->slot] = InvalidTransactionId;
 	LWLockRelease(cdp_shared->claims_lock);
+	pfree(ids);
 }
 
 /* The writing transaction has begun: whoever waits for it waits on its xid. */
@@ -340,16 +349,7 @@ cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
 		keep_message(&batch->msgs[i], &msgs[i]);
 	MemoryContextSwitchTo(old);
 
-	/* the profiles the write will need, published before this commits */
-	{
-		int64	   *ids = palloc(sizeof(int64) * n);
-		int			k = 0;
-
-		for (int i = 0; i < n; i++)
-			if (writes_event(&batch->msgs[i]))
-				ids[k++] = batch->msgs[i].profile_id;
-		publish_writes(slot, ids, cdp_sort_unique_int64(ids, k));
-	}
+	publish_writes(batch);
 	return batch;
 }
 

@@ -145,10 +145,11 @@ ident_type_name(CdpIdent *id)
 /*
  * Keys in bytewise order of (b, a), which is the order of a btree on (b, a)
  * (cdp.identities is keyed by (value, type), cdp.message_ids by
- * (message_id, source)) in the C collation and close to it in others.  Probes and inserts in key order
- * visit neighbouring index pages one after the other, which are then still
- * in the CPU caches; in the random order of a hash table nearly every step
- * of every descent misses them once the index outgrows the caches.
+ * (message_id, source)) in the C collation and close to it in others.
+ * Probes and inserts in key order visit neighbouring index pages one after
+ * the other, which are then still in the CPU caches; in the random order
+ * of a hash table nearly every step of every descent misses them once the
+ * index outgrows the caches.
  */
 static int
 cmp_pair(const PairKey *x, const PairKey *y)
