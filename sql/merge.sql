@@ -67,3 +67,28 @@ SELECT count(*) AS traces FROM (
 SELECT count(*) AS kept FROM cdp.inbox_rejects WHERE message LIKE '%keep-me%';
 -- forgetting someone unknown erases nothing and is not an error
 SELECT cdp.forget('{"email": "nobody@shop.test"}');
+
+-- a backend remembers which marks exist; deleting marks, rolling back or
+-- rolling back to a savepoint makes it forget, so no change goes unmarked
+SELECT cdp.track('{"cookie": "marks-1"}', 'First') AS m \gset
+SELECT cdp.track('{"cookie": "marks-1"}', 'Remembered') = :m AS same;
+DELETE FROM cdp.profile_changes WHERE profile_id = :m;
+SELECT cdp.track('{"cookie": "marks-1"}', 'After Delete') = :m AS same;
+SELECT reason FROM cdp.profile_changes WHERE profile_id = :m;
+TRUNCATE cdp.profile_changes;
+SELECT cdp.track('{"cookie": "marks-1"}', 'After Truncate') = :m AS same;
+SELECT count(*) AS marked FROM cdp.profile_changes WHERE profile_id = :m;
+TRUNCATE cdp.profile_changes;
+BEGIN;
+SELECT cdp.track('{"cookie": "marks-1"}', 'Rolled Back') = :m AS same;
+ROLLBACK;
+SELECT cdp.track('{"cookie": "marks-1"}', 'After Rollback') = :m AS same;
+SELECT count(*) AS marked FROM cdp.profile_changes WHERE profile_id = :m;
+TRUNCATE cdp.profile_changes;
+BEGIN;
+SAVEPOINT s;
+SELECT cdp.track('{"cookie": "marks-1"}', 'Rolled Back') = :m AS same;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT cdp.track('{"cookie": "marks-1"}', 'After Savepoint') = :m AS same;
+SELECT count(*) AS marked FROM cdp.profile_changes WHERE profile_id = :m;

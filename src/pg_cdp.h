@@ -20,6 +20,7 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -73,6 +74,8 @@ typedef struct CdpSharedState
 	uint64		resolve_usec;	/* time spent resolving them, all backends */
 	uint64		ingest_waits;	/* writers that waited for a drainer's lock */
 	int			batch_limit;	/* the worker's current batch size */
+	pg_atomic_uint64 marks_generation;	/* bumped by deletions of marks
+										 * (profile.c) */
 	char		last_error[256];
 } CdpSharedState;
 

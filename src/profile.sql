@@ -20,6 +20,14 @@ CREATE TABLE cdp.profile_changes (
 COMMENT ON TABLE cdp.profile_changes IS
     'Profiles changed (event, merge, unmerge, forget) and not yet re-evaluated downstream';
 
+-- Backends remember which marks exist and skip writing them again; a
+-- deletion of marks makes them all forget (profile.c).
+CREATE FUNCTION cdp.profile_changes_deleted() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_profile_changes_deleted';
+CREATE TRIGGER profile_changes_deleted
+    BEFORE DELETE OR TRUNCATE ON cdp.profile_changes
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_changes_deleted();
+
 CREATE FUNCTION cdp.merge_traits(traits jsonb, meta jsonb, new_traits jsonb, new_meta jsonb)
     RETURNS jsonb LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'cdp_merge_traits_sql';
