@@ -28,10 +28,19 @@
  * leaves the rows in the inbox; resolving them again finds the identities
  * the first try stored and adds nothing twice.
  *
+ * An erasure (cdp.forget) deletes the person's inbox rows, claimed or not,
+ * and must not see them come back: a batch read before the erasure may be
+ * resolved after it.  cdp.forget locks every identifier of the person and
+ * counts erasures in shared memory, before it deletes and again once it
+ * has committed; a resolver that finds the count moved since its claim
+ * checks, under its identifier locks, that its rows are still there, and
+ * leaves the erased messages unresolved (drop_erased).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -43,6 +52,11 @@
 #include "utils/wait_event.h"
 
 #include "pg_cdp.h"
+
+/* erasures counted when the current batch was claimed */
+static uint64 claim_erasures;
+static bool erasure_callback = false;
+static bool erasure_pending = false;
 
 static bool
 sorted_contains(const int64 *ids, int n, int64 id)
@@ -240,6 +254,8 @@ claim_rows(int slot, int limit, int *n)
 						   3, argtypes);
 	}
 	(void) other_claims_span(slot, &lo, &hi);
+	if (cdp_shared)
+		claim_erasures = pg_atomic_read_u64(&cdp_shared->inbox_erasures);
 	args[0] = Int32GetDatum(limit);
 	args[1] = Int64GetDatum(lo);
 	args[2] = Int64GetDatum(hi);
@@ -258,10 +274,82 @@ claim_rows(int slot, int limit, int *n)
 }
 
 static void
+erasure_xact_callback(XactEvent event, void *arg)
+{
+	if (!erasure_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		pg_atomic_fetch_add_u64(&cdp_shared->inbox_erasures, 1);
+		erasure_pending = false;
+	}
+}
+
+/*
+ * cdp_inbox_erasing: the current transaction is about to delete inbox rows
+ * that drainers may have claimed.  Counted now, and again at its end, which
+ * comes before its locks are released.
+ */
+void
+cdp_inbox_erasing(void)
+{
+	if (cdp_shared == NULL)
+		return;
+	if (!erasure_callback)
+	{
+		RegisterXactCallback(erasure_xact_callback, NULL);
+		erasure_callback = true;
+	}
+	pg_atomic_fetch_add_u64(&cdp_shared->inbox_erasures, 1);
+	erasure_pending = true;
+}
+
+/*
+ * drop_erased runs once the batch's identifier locks are held: an erasure
+ * since the claim has committed by now, or waits for this transaction.
+ * Messages whose rows it deleted are left unresolved; the writing
+ * transaction will not find their rows either and drops them.
+ */
+static void
+drop_erased(CdpMessage *msgs, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *tids;
+	int64	   *found;
+	int			nfound;
+	Datum		args[1];
+
+	if (cdp_shared == NULL ||
+		pg_atomic_read_u64(&cdp_shared->inbox_erasures) == claim_erasures)
+		return;
+	if (plan == NULL)
+	{
+		Oid			argtypes[1] = {TIDARRAYOID};
+
+		plan = cdp_prepare("SELECT inbox_id FROM cdp.inbox WHERE ctid = ANY($1)",
+						   1, argtypes);
+	}
+	tids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		tids[i] = PointerGetDatum(&msgs[i].inbox_tid);
+	args[0] = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData),
+											  false, TYPALIGN_SHORT));
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	found = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	nfound = cdp_spi_int64_column(found);
+	qsort(found, nfound, sizeof(int64), cdp_cmp_int64);
+	for (int i = 0; i < n; i++)
+		if (msgs[i].err.sqlerrcode == 0 && !sorted_contains(found, nfound, msgs[i].inbox_id))
+			cdp_set_error(&msgs[i].err, ERRCODE_NO_DATA_FOUND,
+						  "the inbox row was erased while it was resolved", NULL, NULL);
+}
+
+static void
 resolve_batch(CdpMessage *msgs, int n)
 {
 	cdp_reset_messages(msgs, n);
-	cdp_resolve_messages(msgs, n, true);
+	cdp_resolve_messages(msgs, n, true, drop_erased);
 	cdp_apply_traits(msgs, n);
 }
 
@@ -278,15 +366,16 @@ copy_jsonb(Jsonb *j)
 }
 
 /*
- * What the writing transaction needs of a resolved message, copied out of
- * the resolving transaction's memory (SPI's, which its commit frees).
+ * What the writing transaction needs of a message, copied out of the
+ * resolving transaction's memory (SPI's, which its commit frees).  The
+ * parsed message is copied before resolution, outside the identifier
+ * locks; what resolution decided, after.
  */
 static void
-keep_message(CdpMessage *dst, const CdpMessage *src)
+keep_parsed(CdpMessage *dst, const CdpMessage *src)
 {
 	memset(dst, 0, sizeof(CdpMessage));
 	dst->message_id = copy_str(src->message_id);
-	dst->id_generated = src->id_generated;
 	dst->msgtype = copy_str(src->msgtype);
 	dst->event = copy_str(src->event);
 	dst->channel = copy_str(src->channel);
@@ -303,9 +392,21 @@ keep_message(CdpMessage *dst, const CdpMessage *src)
 	dst->err.message = copy_str(src->err.message);
 	dst->err.detail = copy_str(src->err.detail);
 	dst->err.hint = copy_str(src->err.hint);
+	dst->node = -1;
+}
+
+static void
+keep_resolved(CdpMessage *dst, const CdpMessage *src)
+{
+	if (src->err.sqlerrcode && dst->err.sqlerrcode == 0)
+	{
+		dst->err.sqlerrcode = src->err.sqlerrcode;
+		dst->err.message = copy_str(src->err.message);
+		dst->err.detail = copy_str(src->err.detail);
+		dst->err.hint = copy_str(src->err.hint);
+	}
 	dst->duplicate = src->duplicate;
 	dst->profile_id = src->profile_id;
-	dst->node = -1;
 	dst->nissues = src->nissues;
 	if (src->nissues > 0)
 	{
@@ -338,15 +439,22 @@ cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
 	if (n == 0)
 		return NULL;
 	cdp_run_isolated(msgs, n, cdp_parse_inbox_batch);
-	cdp_run_isolated(msgs, n, resolve_batch);
 
+	/* copied now, while another drainer may hold the identifier locks */
 	old = MemoryContextSwitchTo(keep_cxt);
 	batch = palloc(sizeof(CdpDrainBatch));
 	batch->n = n;
 	batch->slot = slot;
 	batch->msgs = palloc(sizeof(CdpMessage) * n);
 	for (int i = 0; i < n; i++)
-		keep_message(&batch->msgs[i], &msgs[i]);
+		keep_parsed(&batch->msgs[i], &msgs[i]);
+	MemoryContextSwitchTo(old);
+
+	cdp_run_isolated(msgs, n, resolve_batch);
+
+	old = MemoryContextSwitchTo(keep_cxt);
+	for (int i = 0; i < n; i++)
+		keep_resolved(&batch->msgs[i], &msgs[i]);
 	MemoryContextSwitchTo(old);
 
 	publish_writes(batch);

@@ -947,9 +947,13 @@ materialize(Engine *e, int *dup_of)
  * concurrent transaction is then missed here, and the caller must handle
  * the unique violation its message id meets later (the worker's drain
  * does: cdp_run_isolated turns it into a duplicate).
+ *
+ * on_locked, if given, runs once the identifier locks are held, and may set
+ * err on messages that must not be resolved after all.
  */
 void
-cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first)
+cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
+					 CdpBatchWork on_locked)
 {
 	Engine		e;
 	HASHCTL		ctl;
@@ -1015,6 +1019,8 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first)
 		dup_of = find_duplicates(&e);
 	cdp_lock_keys(keys, nkeys, NULL, CDP_LOCK_IDENTIFIER);
 	e.owners_stable = cdp_locks_escalated();
+	if (on_locked)
+		on_locked(msgs, nmsgs);
 
 	/*
 	 * 2. Duplicates.  Checked after the identifier locks: a concurrent copy

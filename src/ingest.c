@@ -445,7 +445,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 void
 cdp_write_messages(CdpMessage *msgs, int nmsgs)
 {
-	cdp_resolve_messages(msgs, nmsgs, false);
+	cdp_resolve_messages(msgs, nmsgs, false, NULL);
 	cdp_apply_traits(msgs, nmsgs);
 	cdp_write_events(msgs, nmsgs);
 }

@@ -602,6 +602,7 @@ cdp_forget(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	int			nids = 0;
 	uint64	   *keys;
+	int			nkeys = 0;
 	bool	   *excl;
 	char	  **vals;
 	int			nvals = 0;
@@ -631,22 +632,67 @@ cdp_forget(PG_FUNCTION_ARGS)
 	if (msg.err.sqlerrcode)
 		cdp_raise(&msg.err);
 
-	/* Lock the identifiers, find the profiles, lock those. */
-	keys = palloc(sizeof(uint64) * (msg.nidents + 1));
-	for (int j = 0; j < msg.nidents; j++)
-		keys[j] = cdp_hash_key(cdp_ident_type_at(msg.idents[j].type)->name, msg.idents[j].value);
-	cdp_lock_keys(keys, msg.nidents, NULL, CDP_LOCK_IDENTIFIER);
+	/*
+	 * Lock every identifier the people have, not only those given: whoever
+	 * meets one of them later (a drainer whose batch was read before this
+	 * erasure) waits until it commits, then finds the identifier gone and
+	 * the inbox rows too.  Identifiers are locked before profiles, as every
+	 * resolver locks them; a merge committed meanwhile can give the people
+	 * more, so look again until none is new.
+	 */
 	ids = palloc(sizeof(int64) * (msg.nidents + 1));
-	for (int j = 0; j < msg.nidents; j++)
+	keys = NULL;
+	for (;;)
 	{
-		int64		p = cdp_lookup_profile(cdp_ident_type_at(msg.idents[j].type)->name,
-										   msg.idents[j].value);
-		bool		dup = false;
+		uint64	   *fresh;
+		int			nfresh = 0;
+		uint64		nrows;
 
-		for (int k = 0; k < nids; k++)
-			dup = dup || ids[k] == p;
-		if (p != 0 && !dup)
-			ids[nids++] = p;
+		nids = 0;
+		for (int j = 0; j < msg.nidents; j++)
+		{
+			int64		p = cdp_lookup_profile(cdp_ident_type_at(msg.idents[j].type)->name,
+											   msg.idents[j].value);
+			bool		dup = false;
+
+			for (int k = 0; k < nids; k++)
+				dup = dup || ids[k] == p;
+			if (p != 0 && !dup)
+				ids[nids++] = p;
+		}
+		args[0] = cdp_int8_array(ids, nids);
+		SPI_execute_with_args("SELECT type, value FROM cdp.identities WHERE profile_id = ANY($1)",
+							  1, argtypes, args, NULL, false, 0);
+		nrows = SPI_processed;
+		fresh = palloc(sizeof(uint64) * (nrows + msg.nidents + 1));
+		for (uint64 r = 0; r < nrows; r++)
+			fresh[nfresh++] = cdp_hash_key(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1),
+										   SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2));
+		for (int j = 0; j < msg.nidents; j++)
+			fresh[nfresh++] = cdp_hash_key(cdp_ident_type_at(msg.idents[j].type)->name,
+										   msg.idents[j].value);
+		/* keep the keys not locked yet */
+		{
+			int			k = 0;
+
+			for (int i = 0; i < nfresh; i++)
+			{
+				bool		held = false;
+
+				for (int h = 0; h < nkeys && !held; h++)
+					held = keys[h] == fresh[i];
+				if (!held)
+					fresh[k++] = fresh[i];
+			}
+			nfresh = k;
+		}
+		if (nfresh == 0)
+			break;
+		cdp_lock_keys(fresh, nfresh, NULL, CDP_LOCK_IDENTIFIER);
+		keys = keys ? repalloc(keys, sizeof(uint64) * (nkeys + nfresh))
+			: palloc(sizeof(uint64) * nfresh);
+		memcpy(keys + nkeys, fresh, sizeof(uint64) * nfresh);
+		nkeys += nfresh;
 	}
 	excl = palloc(sizeof(bool) * (nids + 1));
 	for (int k = 0; k < nids; k++)
@@ -665,6 +711,8 @@ cdp_forget(PG_FUNCTION_ARGS)
 		vals[nvals++] = msg.idents[j].value;
 	args[1] = cdp_text_array(vals, nvals);
 
+	/* drainers that read the inbox rows before now must look again */
+	cdp_inbox_erasing();
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
 	for (int s = 0; s < lengthof(steps); s++)

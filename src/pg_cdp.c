@@ -198,6 +198,7 @@ cdp_shmem_startup(void)
 		memset(cdp_shared, 0, sizeof(CdpSharedState));
 		SpinLockInit(&cdp_shared->mutex);
 		pg_atomic_init_u64(&cdp_shared->marks_generation, 0);
+		pg_atomic_init_u64(&cdp_shared->inbox_erasures, 0);
 		cdp_shared->claims_lock = &(GetNamedLWLockTranche("pg_cdp"))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -74,6 +74,8 @@ typedef struct CdpSharedState
 	uint64		resolve_usec;	/* time spent resolving them, all backends */
 	uint64		ingest_waits;	/* writers that waited for a drainer's lock */
 	int			batch_limit;	/* the worker's current batch size */
+	pg_atomic_uint64 inbox_erasures;	/* cdp.forget's deletions of inbox
+										 * rows (drain.c) */
 	pg_atomic_uint64 marks_generation;	/* bumped by deletions of marks
 										 * (profile.c) */
 	char		last_error[256];
@@ -190,7 +192,9 @@ extern void cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
 						  const char *reason);
 
 /* identity.c: resolve a batch; fills profile_id or duplicate for each message */
-extern void cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first);
+typedef void (*CdpBatchWork) (CdpMessage *msgs, int n);
+extern void cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
+								 CdpBatchWork on_locked);
 extern int64 cdp_lookup_profile(const char *type, const char *value);
 
 /* identity.c: parse an identifiers object of cdp.track & co. */
@@ -244,7 +248,6 @@ extern void cdp_require_identifier(CdpMessage *m);
 extern int	cdp_drain_inbox(int limit, int *rejected);
 
 /* inbox.c: pieces of the bulk paths */
-typedef void (*CdpBatchWork) (CdpMessage *msgs, int n);
 extern void cdp_run_isolated(CdpMessage *msgs, int n, CdpBatchWork work);
 extern void cdp_parse_inbox_batch(CdpMessage *msgs, int n);
 extern void cdp_reset_messages(CdpMessage *msgs, int n);
@@ -262,6 +265,7 @@ typedef struct CdpDrainBatch
 extern CdpDrainBatch *cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt);
 extern int	cdp_drain_write(CdpDrainBatch *batch, int *rejected);
 extern void cdp_drain_release(int slot);
+extern void cdp_inbox_erasing(void);
 extern void cdp_wait_for_drain_writers(const int64 *ids, int n);
 
 /* spi helpers (util.c) */
