@@ -79,6 +79,15 @@ SELECT occurred_at FROM cdp.events WHERE event_id = 'skew-2';
 -- no timestamp: the time of receipt (cdp.now())
 SELECT cdp.ingest('{"type": "track", "userId": "u-100", "event": "Now", "messageId": "now-1"}') IS NOT NULL;
 SELECT occurred_at FROM cdp.events WHERE event_id = 'now-1';
+-- timestamps mean what PostgreSQL makes of them, in every shape senders use
+-- (the usual ISO 8601 shapes take a short path, which must agree)
+\set shapes '{2026-11-23T10:00:00Z, 2026-11-23t10:00:00z, 2026-11-23T10:00:00.5Z, 2026-11-23T10:00:00.123456Z, 2024-02-29T23:59:59.999999+14:00, 2026-11-23T10:00:00-03:30, 2026-11-23T10:00:00+05:45, 1900-01-01T00:00:00Z, 3000-12-31T23:59:59Z, 2026-11-23 10:00:00+00, 2026-11-23T10:00:00.1234567Z, 2026-11-23T10:00:00+0200, 2026-11-23T10:00Z}'
+SELECT count(*) AS ingested FROM unnest(:'shapes'::text[]) WITH ORDINALITY AS u(t, n)
+WHERE cdp.ingest(jsonb_build_object('type', 'track', 'userId', 'u-ts', 'event', 'Shape',
+                                    'messageId', 'ts-' || n, 'timestamp', t)) IS NOT NULL;
+SELECT t, e.occurred_at = t::timestamptz AS same
+FROM unnest(:'shapes'::text[]) WITH ORDINALITY AS u(t, n)
+LEFT JOIN cdp.events e ON e.event_id = 'ts-' || n ORDER BY n;
 
 -- far past and far future land in the default partition
 SELECT cdp.track('{"user_id": "u-100"}', 'Ancient', '{}', '1900-01-01 00:00:00+00') IS NOT NULL;
