@@ -90,5 +90,6 @@ cdp_engine_find_root(Engine *e, int n)
 
 /* Replay message i over the union-find, honouring the limits. */
 extern void cdp_engine_plan_message(Engine *e, CdpMessage *m, int i);
+extern void cdp_sort_pairs(PairKey **keys, int n);
 
 #endif							/* PG_CDP_ENGINE_H */

@@ -160,7 +160,7 @@ cmp_pair(const PairKey *x, const PairKey *y)
 }
 
 /*
- * sort_pairs sorts keys in cmp_pair order.  A batch sorts tens of thousands
+ * cdp_sort_pairs sorts keys in cmp_pair order.  A batch sorts tens of thousands
  * of keys, and values often share long prefixes, so each key first gets its
  * value's leading bytes as a big-endian integer (the order of those bytes);
  * most comparisons end on that integer, and only ties compare the strings.
@@ -182,8 +182,8 @@ cmp_abbrev_pair(const void *x, const void *y)
 	return cmp_pair(p->key, q->key);
 }
 
-static void
-sort_pairs(PairKey **keys, int n)
+void
+cdp_sort_pairs(PairKey **keys, int n)
 {
 	AbbrevPair *items = palloc(sizeof(AbbrevPair) * Max(n, 1));
 
@@ -256,7 +256,7 @@ find_duplicates(Engine *e)
 		char	  **srcs = palloc(sizeof(char *) * nids);
 		Datum		values[2];
 
-		sort_pairs(keys, nids);
+		cdp_sort_pairs(keys, nids);
 		for (int i = 0; i < nids; i++)
 		{
 			srcs[i] = (char *) keys[i]->a;
@@ -325,7 +325,7 @@ lookup_identities(Engine *e, bool only_unqueried)
 		return;
 	/* an entry starts with its key */
 	StaticAssertStmt(offsetof(IdentEntry, key) == 0, "IdentEntry must start with its key");
-	sort_pairs((PairKey **) ents, n);
+	cdp_sort_pairs((PairKey **) ents, n);
 	types = palloc(sizeof(char *) * n);
 	values = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
@@ -906,7 +906,7 @@ materialize(Engine *e, int *dup_of)
 			rows[a].b = id->value;
 			sorted[a] = &rows[a];
 		}
-		sort_pairs(sorted, e->natt);
+		cdp_sort_pairs(sorted, e->natt);
 		for (int k = 0; k < e->natt; k++)
 		{
 			int			a = sorted[k] - rows;

@@ -37,6 +37,7 @@
 #include "utils/uuid.h"
 
 #include "pg_cdp.h"
+#include "engine.h"
 
 static const char *const message_types[] = {
 	"track", "identify", "page", "screen", "alias", "group", NULL
@@ -488,16 +489,6 @@ cmp_profile_time(const void *a, const void *b)
 	return (x > y) - (x < y);	/* stable: batch order */
 }
 
-static int
-cmp_message_key(const void *a, const void *b)
-{
-	const CdpMessage *x = *(CdpMessage *const *) a;
-	const CdpMessage *y = *(CdpMessage *const *) b;
-	int			c = strcmp(x->message_id, y->message_id);
-
-	return c ? c : strcmp(x->source ? x->source : "", y->source ? y->source : "");
-}
-
 /*
  * cdp_write_events writes the events of resolved messages, their message
  * ids, the profiles' change marks and the identifier issues.
@@ -610,21 +601,31 @@ cdp_write_events(CdpMessage *msgs, int nmsgs)
 		char	  **srcs = palloc(sizeof(char *) * nmid);
 		int64	   *mp = palloc(sizeof(int64) * nmid);
 		TimestampTz *mo = palloc(sizeof(TimestampTz) * nmid);
+		PairKey    *keys = palloc(sizeof(PairKey) * nmid);
+		PairKey   **sorted = palloc(sizeof(PairKey *) * nmid);
+		CdpMessage **owner = palloc(sizeof(CdpMessage *) * nmid);
 		int			k = 0;
 
-		/* in key order too, for the same reason */
-		qsort(order, norder, sizeof(CdpMessage *), cmp_message_key);
+		/* in key order too, (message_id, source), for the same reason */
 		for (int i = 0; i < norder; i++)
 		{
-			CdpMessage *m = order[i];
-
-			if (m->id_generated)
+			if (order[i]->id_generated)
 				continue;
+			keys[k].a = order[i]->source ? order[i]->source : "";
+			keys[k].b = order[i]->message_id;
+			owner[k] = order[i];
+			sorted[k] = &keys[k];
+			k++;
+		}
+		cdp_sort_pairs(sorted, nmid);
+		for (k = 0; k < nmid; k++)
+		{
+			CdpMessage *m = owner[sorted[k] - keys];
+
 			ids[k] = m->message_id;
 			srcs[k] = m->source ? m->source : "";
 			mp[k] = m->profile_id;
 			mo[k] = m->occurred_at;
-			k++;
 		}
 		if (mid_plan == NULL)
 		{
