@@ -213,22 +213,27 @@ echo "   first message: $(head -n 1 "$files/messages.jsonl")"
 
 # ---- benchmark 2, baseline first: label propagation needs no pg_cdp state --
 
+# The same identifiers fed to the identity code directly: cdp.stitch replays
+# the messages' identifier groups through the engine's union-find in memory.
+# Timed: the call that reads the groups, resolves them and returns every
+# identifier's component. Storing the result in a table is not timed, as
+# label propagation's per-identifier result is not. Three runs before the
+# baseline and three after, so that both sides see the machine alike (label
+# propagation takes 25 to 33 s from one run to the next); the median counts.
+time_stitch() {
+    q <<'SQL'
+SET client_min_messages = debug1;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT count(*) FROM cdp.stitch('bench.groups', false) \g /dev/null
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+SQL
+}
+
 echo
 echo "== benchmark 2 (baseline first): identity stitching by label propagation"
 t0=$(now)
 sql_file labelprop_setup.sql
 echo "   graph built in $(calc "$(now) - $t0" 1) s (not timed)"
-quiesce
-sql_file labelprop.sql
-read -r LP_PASSES LP_UPDATED LP_SECONDS < <(q -c "
-    SELECT passes, updated, round(seconds::numeric, 3) FROM bench.lp_result")
-psql_q -c "COPY bench.lp_components TO '$files/lp_components.csv' WITH (FORMAT csv)"
-echo "   clock: the UPDATE passes (labels x edges) until one changes no row, timed server side"
-echo "   $LP_PASSES passes (the last one changes nothing), $LP_UPDATED label updates: $LP_SECONDS s"
-
-# The same identifiers fed to the identity code directly: cdp.stitch replays
-# the messages' identifier groups through the engine's union-find in memory.
-echo "-- pg_cdp identity code fed directly: cdp.stitch over the same messages' identifiers"
 quiet -c "DROP TABLE IF EXISTS bench.groups, bench.stitched" \
       -c "CREATE TABLE bench.groups AS
           SELECT n AS group_id, v.type, v.value FROM bench.messages m
@@ -237,24 +242,20 @@ quiet -c "DROP TABLE IF EXISTS bench.groups, bench.stitched" \
           WHERE v.value IS NOT NULL ORDER BY n" \
       -c "VACUUM ANALYZE bench.groups"
 quiesce
-# Timed: the call that reads the groups, resolves them and returns every
-# identifier's component. Storing the result in a table is not timed, as
-# label propagation's per-identifier result is not. The median of three runs.
-STITCH_SECONDS=$(q <<'SQL'
-SET client_min_messages = debug1;
-CREATE TEMP TABLE stitch_runs (seconds numeric);
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-SELECT count(*) FROM cdp.stitch('bench.groups', false) \g /dev/null
-INSERT INTO stitch_runs SELECT extract(epoch FROM clock_timestamp()) - :t0;
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-SELECT count(*) FROM cdp.stitch('bench.groups', false) \g /dev/null
-INSERT INTO stitch_runs SELECT extract(epoch FROM clock_timestamp()) - :t0;
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-SELECT count(*) FROM cdp.stitch('bench.groups', false) \g /dev/null
-INSERT INTO stitch_runs SELECT extract(epoch FROM clock_timestamp()) - :t0;
-SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 3) FROM stitch_runs;
-SQL
-)
+STITCH_RUNS=()
+for i in 1 2 3; do STITCH_RUNS+=("$(time_stitch)"); done
+quiesce
+sql_file labelprop.sql
+read -r LP_PASSES LP_UPDATED LP_SECONDS < <(q -c "
+    SELECT passes, updated, round(seconds::numeric, 3) FROM bench.lp_result")
+psql_q -c "COPY bench.lp_components TO '$files/lp_components.csv' WITH (FORMAT csv)"
+echo "   clock: the UPDATE passes (labels x edges) until one changes no row, timed server side"
+echo "   $LP_PASSES passes (the last one changes nothing), $LP_UPDATED label updates: $LP_SECONDS s"
+
+echo "-- pg_cdp identity code fed directly: cdp.stitch over the same messages' identifiers"
+for i in 1 2 3; do STITCH_RUNS+=("$(time_stitch)"); done
+STITCH_SECONDS=$(printf '%s\n' "${STITCH_RUNS[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+echo "   runs before and after label propagation: ${STITCH_RUNS[*]} s; median $STITCH_SECONDS s"
 quiet -c "CREATE TABLE bench.stitched AS SELECT * FROM cdp.stitch('bench.groups', false)"
 read -r st_only st_lp st_n < <(q -c "
     WITH s AS (SELECT type, value, min(type || ':' || value) OVER (PARTITION BY component) AS ckey
