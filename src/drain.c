@@ -40,7 +40,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -55,8 +54,6 @@
 
 /* erasures counted when the current batch was claimed */
 static uint64 claim_erasures;
-static bool erasure_callback = false;
-static bool erasure_pending = false;
 
 static bool
 sorted_contains(const int64 *ids, int n, int64 id)
@@ -273,36 +270,15 @@ claim_rows(int slot, int limit, int *n)
 	return msgs;
 }
 
-static void
-erasure_xact_callback(XactEvent event, void *arg)
-{
-	if (!erasure_pending)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		pg_atomic_fetch_add_u64(&cdp_shared->inbox_erasures, 1);
-		erasure_pending = false;
-	}
-}
-
 /*
  * cdp_inbox_erasing: the current transaction is about to delete inbox rows
- * that drainers may have claimed.  Counted now, and again at its end, which
- * comes before its locks are released.
+ * that drainers may have claimed.  Counted now, and again at its end.
  */
 void
 cdp_inbox_erasing(void)
 {
-	if (cdp_shared == NULL)
-		return;
-	if (!erasure_callback)
-	{
-		RegisterXactCallback(erasure_xact_callback, NULL);
-		erasure_callback = true;
-	}
-	pg_atomic_fetch_add_u64(&cdp_shared->inbox_erasures, 1);
-	erasure_pending = true;
+	if (cdp_shared)
+		cdp_bump_through_xact(&cdp_shared->inbox_erasures);
 }
 
 /*
@@ -372,6 +348,15 @@ copy_jsonb(Jsonb *j)
  * locks; what resolution decided, after.
  */
 static void
+copy_error(CdpError *dst, const CdpError *src)
+{
+	dst->sqlerrcode = src->sqlerrcode;
+	dst->message = copy_str(src->message);
+	dst->detail = copy_str(src->detail);
+	dst->hint = copy_str(src->hint);
+}
+
+static void
 keep_parsed(CdpMessage *dst, const CdpMessage *src)
 {
 	memset(dst, 0, sizeof(CdpMessage));
@@ -388,23 +373,16 @@ keep_parsed(CdpMessage *dst, const CdpMessage *src)
 	dst->inbox_tid = src->inbox_tid;
 	dst->inbox_received_at = src->inbox_received_at;
 	dst->source = copy_str(src->source);
-	dst->err.sqlerrcode = src->err.sqlerrcode;
-	dst->err.message = copy_str(src->err.message);
-	dst->err.detail = copy_str(src->err.detail);
-	dst->err.hint = copy_str(src->err.hint);
+	copy_error(&dst->err, &src->err);
 	dst->node = -1;
 }
 
 static void
 keep_resolved(CdpMessage *dst, const CdpMessage *src)
 {
+	/* an error resolution gave (the parse's was kept already) */
 	if (src->err.sqlerrcode && dst->err.sqlerrcode == 0)
-	{
-		dst->err.sqlerrcode = src->err.sqlerrcode;
-		dst->err.message = copy_str(src->err.message);
-		dst->err.detail = copy_str(src->err.detail);
-		dst->err.hint = copy_str(src->err.hint);
-	}
+		copy_error(&dst->err, &src->err);
 	dst->duplicate = src->duplicate;
 	dst->profile_id = src->profile_id;
 	dst->nissues = src->nissues;

@@ -622,8 +622,8 @@ cdp_write_events(CdpMessage *msgs, int nmsgs)
 		{
 			CdpMessage *m = owner[sorted[k] - keys];
 
-			ids[k] = m->message_id;
-			srcs[k] = m->source ? m->source : "";
+			ids[k] = (char *) sorted[k]->b;
+			srcs[k] = (char *) sorted[k]->a;
 			mp[k] = m->profile_id;
 			mo[k] = m->occurred_at;
 		}

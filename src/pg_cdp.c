@@ -304,6 +304,49 @@ wake_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * cdp_bump_through_xact moves a shared counter now and again when the
+ * current transaction ends, committed or not, which comes before its locks
+ * are released.  A backend that read the counter before and finds it
+ * unchanged after is sure that no such transaction began in between, nor
+ * ended while it waited for that transaction's locks.
+ */
+#define MAX_XACT_BUMPS 4
+static pg_atomic_uint64 *xact_bumps[MAX_XACT_BUMPS];
+static int	nxact_bumps = 0;
+static bool bump_registered = false;
+
+static void
+bump_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	for (int i = 0; i < nxact_bumps; i++)
+		pg_atomic_fetch_add_u64(xact_bumps[i], 1);
+	nxact_bumps = 0;
+}
+
+void
+cdp_bump_through_xact(pg_atomic_uint64 *counter)
+{
+	bool		listed = false;
+
+	if (!bump_registered)
+	{
+		RegisterXactCallback(bump_xact_callback, NULL);
+		bump_registered = true;
+	}
+	pg_atomic_fetch_add_u64(counter, 1);
+	for (int i = 0; i < nxact_bumps; i++)
+		listed = listed || xact_bumps[i] == counter;
+	if (!listed)
+	{
+		Assert(nxact_bumps < MAX_XACT_BUMPS);
+		xact_bumps[nxact_bumps++] = counter;
+	}
+}
+
+/*
  * Statement trigger on cdp.inbox: new rows are waiting.
  */
 PG_FUNCTION_INFO_V1(cdp_inbox_wake);

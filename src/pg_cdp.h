@@ -90,6 +90,7 @@ extern int	cdp_drain_workers;
 extern int	cdp_bulk_batch_size;
 extern bool cdp_drain_synchronous_commit;
 extern void cdp_wake_worker_at_commit(void);
+extern void cdp_bump_through_xact(pg_atomic_uint64 *counter);
 
 /* ---- errors that can either be raised or recorded as a reject ---- */
 typedef struct CdpError

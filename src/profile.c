@@ -411,14 +411,6 @@ static PendingMark *pending_marks = NULL;
 static int	npending = 0;
 static int	maxpending = 0;
 static bool marks_callbacks = false;
-static bool bump_at_xact_end = false;
-
-static void
-bump_marks_generation(void)
-{
-	if (cdp_shared)
-		pg_atomic_fetch_add_u64(&cdp_shared->marks_generation, 1);
-}
 
 static void
 forget_known_marks(void)
@@ -437,15 +429,8 @@ marks_xact_callback(XactEvent event, void *arg)
 	bool		commit = (event == XACT_EVENT_COMMIT ||
 						  event == XACT_EVENT_PARALLEL_COMMIT);
 
-	if (!commit && event != XACT_EVENT_ABORT &&
-		event != XACT_EVENT_PARALLEL_ABORT)
-		return;
-	if (bump_at_xact_end)
-	{
-		bump_marks_generation();
-		bump_at_xact_end = false;
-	}
-	if (npending == 0)
+	if ((!commit && event != XACT_EVENT_ABORT &&
+		 event != XACT_EVENT_PARALLEL_ABORT) || npending == 0)
 		return;
 	if (commit && known_marks &&
 		pg_atomic_read_u64(&cdp_shared->marks_generation) == known_generation)
@@ -552,14 +537,8 @@ cdp_profile_changes_deleted(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp.profile_changes_deleted() must be called as a trigger")));
-	if (!marks_callbacks)
-	{
-		RegisterXactCallback(marks_xact_callback, NULL);
-		RegisterSubXactCallback(marks_subxact_callback, NULL);
-		marks_callbacks = true;
-	}
-	bump_marks_generation();
-	bump_at_xact_end = true;
+	if (cdp_shared)
+		cdp_bump_through_xact(&cdp_shared->marks_generation);
 	return PointerGetDatum(NULL);
 }
 

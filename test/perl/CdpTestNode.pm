@@ -13,6 +13,16 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(cdp_node start_collector);
 
+# Events, identities and message ids pointing at a profile that is gone:
+# what a merge, unmerge or erasure racing the drainers must never leave.
+our $ORPHANS = q{
+SELECT (SELECT count(*) FROM cdp.events e
+        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = e.profile_id))
+     + (SELECT count(*) FROM cdp.identities i
+        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = i.profile_id))
+     + (SELECT count(*) FROM cdp.message_ids d
+        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = d.profile_id))};
+
 # cdp_node(name, extra postgresql.conf text): a started node.
 sub cdp_node
 {

@@ -53,13 +53,7 @@ is($node->safe_psql('postgres', q{SELECT count(DISTINCT event_id) FROM cdp.event
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cdp.events'), $rows + 2 * $links,
 	'no event twice, none missing');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cdp.inbox_rejects'), '0', 'no rejects');
-is($node->safe_psql('postgres', q{
-SELECT (SELECT count(*) FROM cdp.events e
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = e.profile_id))
-     + (SELECT count(*) FROM cdp.identities i
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = i.profile_id))
-     + (SELECT count(*) FROM cdp.message_ids d
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = d.profile_id))}),
+is($node->safe_psql('postgres', $CdpTestNode::ORPHANS),
 	'0', 'no event, identity or message id points at a retired profile');
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM cdp.message_ids d JOIN cdp.events e ON e.event_id = d.message_id

@@ -69,13 +69,7 @@ is($node->safe_psql('postgres', q{SELECT count(DISTINCT event_id) FROM cdp.event
 	$kept, 'every message of the others is one event');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM cdp.events WHERE event_id LIKE 'd-%'}),
 	$kept, 'none of them twice');
-is($node->safe_psql('postgres', q{
-SELECT (SELECT count(*) FROM cdp.events e
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = e.profile_id))
-     + (SELECT count(*) FROM cdp.identities i
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = i.profile_id))
-     + (SELECT count(*) FROM cdp.message_ids d
-        WHERE NOT EXISTS (SELECT FROM cdp.profiles p WHERE p.profile_id = d.profile_id))}),
+is($node->safe_psql('postgres', $CdpTestNode::ORPHANS),
 	'0', 'no event, identity or message id points at a profile that is gone');
 is($node->safe_psql('postgres', qq{
 SELECT count(*) FROM generate_series(0, $forgotten - 1) k
