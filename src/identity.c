@@ -528,9 +528,11 @@ new_node(Engine *e, int64 profile_id, bool stored)
 
 	if (e->nnodes >= e->maxnodes)
 	{
+		int			old = e->maxnodes;
+
 		e->maxnodes = Max(64, e->maxnodes * 2);
-		e->nodes = e->nodes ? repalloc(e->nodes, sizeof(UfNode) * e->maxnodes) :
-			palloc(sizeof(UfNode) * e->maxnodes);
+		e->nodes = cdp_huge_grow(CurrentMemoryContext, e->nodes,
+								 sizeof(UfNode) * old, sizeof(UfNode) * e->maxnodes);
 	}
 	nd = &e->nodes[e->nnodes];
 	nd->profile_id = profile_id;
@@ -538,11 +540,15 @@ new_node(Engine *e, int64 profile_id, bool stored)
 	nd->parent = e->nnodes;
 	nd->next_member = -1;
 	nd->last_member = e->nnodes;
-	/* Counts come from a pool: a palloc each costs when there are millions. */
+	/*
+	 * Counts come from a pool: a palloc each costs when there are millions.
+	 * The pool grows with the graph, so that a large one is on huge pages.
+	 */
 	if (e->counts_left < e->ntypes + 1)
 	{
-		e->counts_left = (e->ntypes + 1) * 1024;
-		e->counts_pool = palloc0(sizeof(int) * e->counts_left);
+		e->counts_left = (e->ntypes + 1) * Max(1024, e->nnodes / 2);
+		e->counts_pool = cdp_huge_alloc(CurrentMemoryContext,
+										sizeof(int) * e->counts_left, true);
 	}
 	nd->counts = e->counts_pool;
 	e->counts_pool += e->ntypes + 1;
@@ -712,17 +718,14 @@ attach(Engine *e, int root, CdpMessage *m, int msg, int ident)
 
 	e->nodes[root].counts[id->type]++;
 	e->nodes[root].total++;
-	if (e->att_msg == NULL)
+	if (e->att_msg == NULL || (e->natt >= 64 && (e->natt & (e->natt - 1)) == 0))
 	{
-		e->att_msg = palloc(sizeof(int) * 64);
-		e->att_ident = palloc(sizeof(int) * 64);
-		e->att_node = palloc(sizeof(int) * 64);
-	}
-	else if (e->natt >= 64 && (e->natt & (e->natt - 1)) == 0)
-	{
-		e->att_msg = repalloc(e->att_msg, sizeof(int) * e->natt * 2);
-		e->att_ident = repalloc(e->att_ident, sizeof(int) * e->natt * 2);
-		e->att_node = repalloc(e->att_node, sizeof(int) * e->natt * 2);
+		Size		old = sizeof(int) * e->natt;
+		Size		size = sizeof(int) * Max(64, e->natt * 2);
+
+		e->att_msg = cdp_huge_grow(CurrentMemoryContext, e->att_msg, old, size);
+		e->att_ident = cdp_huge_grow(CurrentMemoryContext, e->att_ident, old, size);
+		e->att_node = cdp_huge_grow(CurrentMemoryContext, e->att_node, old, size);
 	}
 	e->att_msg[e->natt] = msg;
 	e->att_ident[e->natt] = ident;

@@ -238,6 +238,9 @@ extern void cdp_trait_fold_add(CdpTraitFold *f, int64 profile_id, Jsonb *traits,
 							   Jsonb *meta);
 extern void cdp_trait_fold_apply(CdpTraitFold *f);
 extern bool cdp_parse_timestamptz(const char *s, TimestampTz *out);
+extern void *cdp_huge_alloc(MemoryContext cxt, Size size, bool zero);
+extern void cdp_huge_free(void *p);
+extern void *cdp_huge_grow(MemoryContext cxt, void *p, Size oldsize, Size newsize);
 
 /* ingest.c */
 extern bool cdp_parse_segment_message(Jsonb *msg, CdpMessage *out,

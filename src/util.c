@@ -2,8 +2,8 @@
  *
  * util.c
  *	  Small helpers shared by the ingest pipeline: SPI plans and array
- *	  parameters, jsonb field access, and the ordered advisory locks that
- *	  make concurrent ingest deadlock-free.
+ *	  parameters, jsonb field access, the ordered advisory locks that
+ *	  make concurrent ingest deadlock-free, and large arrays on huge pages.
  *
  * Locking order (DESIGN.md): the global ingest lock, then identifiers,
  * sorted, then profiles in ascending id.  All are transaction-scoped
@@ -16,6 +16,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/mman.h>
 
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -647,4 +649,65 @@ cdp_parse_timestamptz(const char *s, TimestampTz *out)
 		tm2timestamp(&tm, fsec, &tz, out) != 0)
 		return false;
 	return IS_VALID_TIMESTAMP(*out);
+}
+
+/*
+ * Large arrays: aligned and offered to transparent huge pages where the
+ * kernel has them in madvise mode (Debian's default).  Tens of megabytes
+ * touched for the first time otherwise cost a page fault per 4 kB, which
+ * in a virtual machine can take more time than the work done in them,
+ * and a TLB miss per random probe.  Purely advisory: without huge pages
+ * this is an ordinary allocation.  Arrays under 2 MB are plain chunks.
+ * Either way the chunk's start is kept just before the array, for
+ * cdp_huge_free.
+ */
+#define CDP_HUGE_PAGE ((Size) 2 * 1024 * 1024)
+
+void *
+cdp_huge_alloc(MemoryContext cxt, Size size, bool zero)
+{
+	bool		huge = size >= CDP_HUGE_PAGE;
+	char	   *raw;
+	char	   *p;
+
+	if (!huge)
+	{
+		raw = MemoryContextAlloc(cxt, size + MAXIMUM_ALIGNOF);
+		p = raw + MAXIMUM_ALIGNOF;
+	}
+	else
+	{
+		raw = MemoryContextAllocHuge(cxt, size + CDP_HUGE_PAGE + MAXIMUM_ALIGNOF);
+		p = (char *) TYPEALIGN(CDP_HUGE_PAGE, raw + MAXIMUM_ALIGNOF);
+#ifdef MADV_HUGEPAGE
+		(void) madvise(p, TYPEALIGN_DOWN(CDP_HUGE_PAGE, size), MADV_HUGEPAGE);
+#endif
+	}
+	((void **) p)[-1] = raw;
+	if (zero)
+		memset(p, 0, size);
+	return p;
+}
+
+void
+cdp_huge_free(void *p)
+{
+	pfree(((void **) p)[-1]);
+}
+
+/*
+ * Grow an array from cdp_huge_alloc (or NULL: a new one in cxt) to
+ * newsize bytes, keeping its first oldsize bytes.
+ */
+void *
+cdp_huge_grow(MemoryContext cxt, void *p, Size oldsize, Size newsize)
+{
+	void	   *q;
+
+	if (p == NULL)
+		return cdp_huge_alloc(cxt, newsize, false);
+	q = cdp_huge_alloc(GetMemoryChunkContext(((void **) p)[-1]), newsize, false);
+	memcpy(q, p, Min(oldsize, newsize));
+	cdp_huge_free(p);
+	return q;
 }
