@@ -103,3 +103,22 @@ SELECT type, value, dense_rank() OVER (ORDER BY component) AS component
 FROM cdp.stitch('sorted_view') ORDER BY component, type, value;
 TRUNCATE unsorted;
 SELECT count(*) AS empty FROM cdp.stitch('unsorted');
+-- A graph large enough for the arrays on huge pages (grown past 2 MB) and
+-- a result spilled to a temporary file: 300k groups, each email in four
+-- of them with a cookie of its own.
+SET work_mem = '64MB';
+CREATE TEMP TABLE big_groups AS
+SELECT g AS group_id, v.type, v.value
+FROM generate_series(1, 300000) g,
+     LATERAL (VALUES ('email', 'p' || g % 75000 || '@big.test'), ('cookie', 'bc-' || g)) v(type, value)
+ORDER BY g;
+SELECT count(*) AS identifiers, count(DISTINCT component) AS components,
+       count(*) FILTER (WHERE component IS NULL) AS without
+FROM cdp.stitch('big_groups');
+SELECT count(*) AS components_of_one_email_and_four_cookies
+FROM (SELECT component FROM cdp.stitch('big_groups') GROUP BY component
+      HAVING count(*) FILTER (WHERE type = 'email') = 1
+         AND count(*) FILTER (WHERE type = 'cookie') = 4
+         AND count(DISTINCT CASE type WHEN 'cookie' THEN substr(value, 4)::int % 75000
+                                      ELSE substring(value FROM 'p([0-9]+)@')::int END) = 1) c;
+RESET work_mem;
