@@ -374,6 +374,21 @@ worker_detach(int code, Datum arg)
 	cdp_drain_release(0);
 }
 
+/*
+ * The worker and its helpers connect as the bootstrap superuser.  Whatever
+ * they run must resolve only to pg_catalog and cdp, which no other role can
+ * write to: a function another role planted in public would otherwise be a
+ * closer match for an argument type (public.unnest(text[]) beats
+ * pg_catalog.unnest(anyarray)) and run as superuser.  The override source
+ * outranks the database's and role's defaults and survives reloads.
+ */
+static void
+connect_worker(void)
+{
+	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+	SetConfigOption("search_path", "pg_catalog, cdp, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void
 cdp_worker_main(Datum main_arg)
 {
@@ -383,7 +398,7 @@ cdp_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+	connect_worker();
 
 	SpinLockAcquire(&cdp_shared->mutex);
 	cdp_shared->worker_pid = MyProcPid;
@@ -451,7 +466,7 @@ cdp_drain_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+	connect_worker();
 
 	SpinLockAcquire(&cdp_shared->mutex);
 	cdp_shared->drain_latch[slot] = &MyProc->procLatch;
