@@ -50,7 +50,18 @@ SELECT t.q AS statement, r.* FROM (VALUES
     ($$SELECT cdp.ingest_batch('{"not": "a batch"}')$$),
     ($$SELECT cdp.forget(NULL)$$),
     ($$SELECT cdp.forget('{"nope": "x"}')$$),
-    ($$SELECT cdp.create_event_partitions('2026-01-01', 0)$$)
+    ($$SELECT cdp.create_event_partitions('2026-01-01', 0)$$),
+    -- NULL arguments are refused before any SQL is built from them
+    ($$SELECT cdp.create_event_partitions(NULL, 1)$$),
+    ($$SELECT cdp.create_event_partitions('2026-01-01', NULL)$$),
+    ($$SELECT * FROM cdp.stitch(NULL)$$),
+    ($$SELECT * FROM cdp.stitch('pg_class', NULL)$$),
+    ($$SELECT cdp.identify(NULL, '{}')$$),
+    ($$SELECT cdp.identify('{"cookie": "c"}', NULL)$$),
+    ($$SELECT cdp.track('{"cookie": "c"}', 'x', NULL)$$),
+    ($$SELECT cdp.track('{"cookie": "c"}', 'x', '{}', NULL)$$),
+    ($$SELECT cdp.unmerge(NULL)$$),
+    ($$SELECT cdp.create_source(NULL)$$)
 ) AS t(q), LATERAL pg_temp.try(t.q) AS r;
 \x off
 SET cdp.batch_size = 0;

@@ -94,9 +94,15 @@ DECLARE
     lo      timestamptz;
     hi      timestamptz;
     part    text;
+    g       record;
     created integer := 0;
 BEGIN
-    IF months IS NULL OR months < 1 OR months > 240 THEN
+    IF start_month IS NULL OR months IS NULL THEN
+        RAISE EXCEPTION 'start_month and months must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'For example cdp.create_event_partitions(''2026-01-01'', 12).';
+    END IF;
+    IF months < 1 OR months > 240 THEN
         RAISE EXCEPTION 'months must be between 1 and 240'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -116,6 +122,15 @@ BEGIN
                        part, lo, hi);
         EXECUTE format('CREATE INDEX %I ON cdp.%I (profile_id, occurred_at)', part || '_profile', part);
         EXECUTE format('CREATE INDEX %I ON cdp.%I USING brin (occurred_at)', part || '_occurred_at', part);
+        -- A partition starts with no grants: give it the parent's, so a role
+        -- that reads cdp.events may read its months directly too.
+        FOR g IN SELECT a.privilege_type, a.grantee
+                 FROM pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = 'cdp.events'::regclass AND a.grantee <> c.relowner LOOP
+            EXECUTE format('GRANT %s ON cdp.%I TO %s', g.privilege_type, part,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+        END LOOP;
         created := created + 1;
     END LOOP;
     RETURN created;

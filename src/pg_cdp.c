@@ -103,10 +103,15 @@ _PG_init(void)
 							"Each resolves a batch while another writes the events of its own, so the bulk path uses more than one core.",
 							&cdp_drain_workers, 2, 1, CDP_MAX_DRAINERS,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/*
+	 * Moving the clock backdates what ingest records (received_at, default
+	 * occurred_at), so only superusers and roles granted SET on it (the
+	 * install script grants cdp_admin) may.
+	 */
 	DefineCustomStringVariable("cdp.fake_now",
 							   "Overrides cdp.now() for tests and backfills.",
 							   "Empty means the transaction start time.",
-							   &cdp_fake_now, "", PGC_USERSET, 0,
+							   &cdp_fake_now, "", PGC_SUSET, 0,
 							   check_fake_now, NULL, NULL);
 	DefineCustomBoolVariable("cdp.email_provider_rules",
 							 "Apply mailbox provider rules (gmail dots, +tags) when normalizing emails.",

@@ -37,6 +37,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.unmerge(bigint), cdp.forget(jsonb), cdp.tick(),
     cdp.create_source(text, text, text),
     cdp.create_event_partitions(date, integer) TO cdp_admin;
+-- Moving the clock backdates what is recorded: superusers and cdp_admin only.
+GRANT SET ON PARAMETER cdp.fake_now TO cdp_admin;
 
 -- cdp_connector drains the outbox (claim, ack, fail) once it exists; until
 -- then it may only see the schema.

@@ -22,6 +22,11 @@ DECLARE
     key text := coalesce(write_key,
                          replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
 BEGIN
+    IF create_source.name IS NULL THEN
+        RAISE EXCEPTION 'source name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name the source, for example ''web'' or ''store_tills''.';
+    END IF;
     IF length(key) < 16 THEN
         RAISE EXCEPTION 'write key is too short'
             USING ERRCODE = 'invalid_parameter_value',

@@ -643,7 +643,7 @@ PG_FUNCTION_INFO_V1(cdp_stitch);
 Datum
 cdp_stitch(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
+	Oid			relid;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Engine		e;
 	StitchState base;
@@ -658,12 +658,23 @@ cdp_stitch(PG_FUNCTION_ARGS)
 				t1,
 				t2;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("groups must not be null"),
+				 errhint("Pass a table or view with columns group_id, type and value.")));
+	relid = PG_GETARG_OID(0);
 	INSTR_TIME_SET_CURRENT(t0);
 	InitMaterializedSRF(fcinfo, 0);
 	stitch_bound_output(rsinfo);
 	SPI_connect();
 	memset(&base, 0, sizeof(base));
-	base.normalize = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("normalize_values must not be null"),
+				 errhint("Pass true to normalize values as ingest does, false to take them as stored.")));
+	base.normalize = PG_GETARG_BOOL(1);
 	base.relname = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
 	base.ntypes = cdp_ident_type_count();
 	base.type_len = palloc(sizeof(int) * Max(base.ntypes, 1));
