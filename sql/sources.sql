@@ -38,3 +38,38 @@ INSERT INTO cdp.inbox (message, source, reject_reason) VALUES
 SELECT cdp.tick()->'inbox';
 SELECT source, sqlstate, reason, detail FROM cdp.inbox_rejects ORDER BY reject_id;
 SELECT count(*) AS not_ingested FROM cdp.events WHERE event IN ('Huge', 'Odd');
+
+-- Writing in a source's name needs its writer role: an ingest role cannot
+-- claim a message id in another source's namespace, name an unknown
+-- source, or set who loaded a row.
+CREATE ROLE regress_collector LOGIN IN ROLE cdp_ingest;
+CREATE ROLE regress_intruder LOGIN IN ROLE cdp_ingest;
+SELECT cdp.create_source('shop', 'shop-write-key-0123456789', writer => 'regress_collector') IS NOT NULL AS created;
+SET ROLE regress_intruder;
+INSERT INTO cdp.inbox (message, source) VALUES
+  ('{"type": "track", "userId": "u-3", "event": "Poison", "messageId": "shop-1"}', 'shop'),
+  ('{"type": "track", "userId": "u-3", "event": "Nowhere", "messageId": "x-1"}', 'no-such-source');
+INSERT INTO cdp.inbox (message, source, loaded_by)
+  VALUES ('{"type": "track", "userId": "u-3", "event": "Forged", "messageId": "shop-2"}', 'shop', 'regress_collector');
+SELECT cdp.ingest_batch('[{"type": "track", "userId": "u-3", "event": "Poison", "messageId": "shop-3"}]', 'shop');
+SELECT cdp.ingest_batch('[{"type": "track", "userId": "u-3", "event": "Nowhere"}]', 'no-such-source');
+RESET ROLE;
+SET ROLE regress_collector;
+INSERT INTO cdp.inbox (message, source) VALUES
+  ('{"type": "track", "userId": "u-3", "event": "Genuine", "messageId": "shop-1"}', 'shop');
+SELECT cdp.ingest_batch('[{"type": "track", "userId": "u-3", "event": "Genuine", "messageId": "shop-3"}]', 'shop');
+RESET ROLE;
+SELECT loaded_by, source FROM cdp.inbox ORDER BY inbox_id;
+SELECT cdp.tick()->'inbox';
+-- the genuine messages landed; the intruder's are rejects saying why
+SELECT event, source FROM cdp.events WHERE source = 'shop' ORDER BY event_id;
+SELECT source, sqlstate, reason FROM cdp.inbox_rejects WHERE message LIKE '%u-3%' ORDER BY reject_id;
+-- a disabled source's waiting messages are kept as rejects
+UPDATE cdp.sources SET enabled = false WHERE name = 'shop';
+SET ROLE regress_collector;
+INSERT INTO cdp.inbox (message, source) VALUES
+  ('{"type": "track", "userId": "u-4", "event": "Late", "messageId": "shop-9"}', 'shop');
+RESET ROLE;
+SELECT cdp.tick()->'inbox';
+SELECT sqlstate, reason, detail FROM cdp.inbox_rejects WHERE message LIKE '%shop-9%';
+DROP ROLE regress_collector, regress_intruder;

@@ -243,10 +243,12 @@ claim_rows(int slot, int limit, int *n)
 		Oid			argtypes[3] = {INT4OID, INT8OID, INT8OID};
 
 		/* two ordered index scans around the span, read until limit rows */
-		plan = cdp_prepare("(SELECT inbox_id, message, received_at, source, reject_reason, ctid "
+		plan = cdp_prepare("(SELECT inbox_id, message, received_at, source, reject_reason, "
+						   "        loaded_by, ctid "
 						   " FROM cdp.inbox WHERE inbox_id < $2 ORDER BY inbox_id LIMIT $1) "
 						   "UNION ALL "
-						   "(SELECT inbox_id, message, received_at, source, reject_reason, ctid "
+						   "(SELECT inbox_id, message, received_at, source, reject_reason, "
+						   "        loaded_by, ctid "
 						   " FROM cdp.inbox WHERE inbox_id > $3 ORDER BY inbox_id LIMIT $1)",
 						   3, argtypes);
 	}

@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_cdp.h"
+#include "sources.h"
 
 static bool
 transient_error(int sqlerrcode)
@@ -162,6 +163,7 @@ cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 		m->inbox_tid = keep.inbox_tid;
 		m->inbox_received_at = keep.inbox_received_at;
 		m->source = keep.source;
+		m->loaded_by = keep.loaded_by;
 		m->preset_reject = keep.preset_reject;
 		m->node = -1;
 		if (m->preset_reject)
@@ -171,6 +173,7 @@ cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 		if ((i & 127) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
+	cdp_check_sources(msgs, n, NULL);
 }
 
 /*
@@ -435,7 +438,8 @@ cmp_inbox_id(const void *a, const void *b)
 
 /*
  * cdp_inbox_messages_from_spi turns the rows of the last SPI statement
- * (inbox_id, message, received_at, source, reject_reason [, ctid]) into
+ * (inbox_id, message, received_at, source, reject_reason, loaded_by
+ * [, ctid]) into
  * messages, in inbox id order.
  */
 CdpMessage *
@@ -458,8 +462,9 @@ cdp_inbox_messages_from_spi(void)
 		msgs[i].source = SPI_getvalue(tup, desc, 4);
 		msgs[i].node = -1;
 		msgs[i].preset_reject = SPI_getvalue(tup, desc, 5);
-		if (desc->natts >= 6)
-			ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 6, &isnull)),
+		msgs[i].loaded_by = SPI_getvalue(tup, desc, 6);
+		if (desc->natts >= 7)
+			ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 7, &isnull)),
 							&msgs[i].inbox_tid);
 	}
 	/* in id order already, but the plan is not bound to keep it */
@@ -492,7 +497,8 @@ cdp_drain_inbox(int limit, int *rejected)
 		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id = ANY (ARRAY("
 						   "  SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id "
 						   "  LIMIT $1 FOR UPDATE SKIP LOCKED)) "
-						   "RETURNING inbox_id, message, received_at, source, reject_reason", 1, argtypes);
+						   "RETURNING inbox_id, message, received_at, source, reject_reason, loaded_by",
+						   1, argtypes);
 	}
 	args[0] = Int32GetDatum(limit);
 	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
@@ -564,6 +570,16 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 	now = cdp_now();
 
 	SPI_connect();
+	if (source)
+	{
+		CdpMessage	probe;
+
+		memset(&probe, 0, sizeof(probe));
+		probe.source = source;
+		cdp_check_sources(&probe, 1, cdp_writing_role());
+		if (probe.err.sqlerrcode)
+			cdp_raise(&probe.err);
+	}
 	it = JsonbIteratorInit(arr);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{

@@ -53,7 +53,8 @@ CREATE TABLE cdp.inbox (
     message       text,
     received_at   timestamptz DEFAULT cdp.now(),
     source        text,
-    reject_reason text
+    reject_reason text,
+    loaded_by     name DEFAULT current_user
 );
 COMMENT ON TABLE cdp.inbox IS
     'Raw JSON messages waiting for the worker: COPY cdp.inbox (message) FROM ...';
@@ -61,6 +62,8 @@ COMMENT ON COLUMN cdp.inbox.received_at IS
     'When the message arrived; Segment clock-skew correction reads it as receivedAt';
 COMMENT ON COLUMN cdp.inbox.source IS
     'The source (cdp.sources.name) that sent it: message ids are deduplicated per source';
+COMMENT ON COLUMN cdp.inbox.loaded_by IS
+    'The role that wrote the row (ingest roles cannot set it): a row naming a source is accepted only from that source''s writer';
 COMMENT ON COLUMN cdp.inbox.reject_reason IS
     'Set by a loader (the HTTP collector) that already knows the message cannot be accepted: the drain keeps it as a reject with this reason';
 

@@ -175,6 +175,7 @@ typedef struct CdpMessage
 	ItemPointerData inbox_tid;	/* where the drain read the row, if it did */
 	TimestampTz inbox_received_at;
 	char	   *source;			/* cdp.sources name, NULL for SQL calls */
+	char	   *loaded_by;		/* the role that wrote the inbox row */
 	char	   *preset_reject;	/* reject reason given by the loader */
 	int			base_nissues;	/* issues found while parsing */
 	bool		id_generated;

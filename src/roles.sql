@@ -24,7 +24,8 @@ GRANT EXECUTE ON FUNCTION cdp.merge_traits(jsonb, jsonb, jsonb, jsonb),
 GRANT EXECUTE ON FUNCTION cdp.track(jsonb, text, jsonb, timestamptz, text, text),
     cdp.identify(jsonb, jsonb, timestamptz, text, text),
     cdp.ingest(jsonb), cdp.ingest_batch(jsonb, text) TO cdp_ingest, cdp_admin;
-GRANT INSERT ON cdp.inbox TO cdp_ingest;
+-- not loaded_by: the drain trusts it to say who wrote the row
+GRANT INSERT (message, received_at, source, reject_reason) ON cdp.inbox TO cdp_ingest;
 GRANT EXECUTE ON FUNCTION cdp.authenticate_source(text) TO cdp_ingest, cdp_admin;
 
 -- cdp_analyst reads everything, changes nothing.
@@ -35,7 +36,7 @@ GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb), cdp.stitch(regclass, boolean)
 -- cdp_admin runs the platform.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.unmerge(bigint), cdp.forget(jsonb), cdp.tick(),
-    cdp.create_source(text, text, text),
+    cdp.create_source(text, text, text, regrole),
     cdp.create_event_partitions(date, integer) TO cdp_admin;
 -- Moving the clock backdates what is recorded: superusers and cdp_admin only.
 GRANT SET ON PARAMETER cdp.fake_now TO cdp_admin;

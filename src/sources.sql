@@ -7,13 +7,16 @@ CREATE TABLE cdp.sources (
     write_key_sha256 text NOT NULL UNIQUE CHECK (write_key_sha256 ~ '^[0-9a-f]{64}$'),
     enabled          boolean NOT NULL DEFAULT true,
     created_at       timestamptz NOT NULL DEFAULT cdp.now(),
-    description      text
+    description      text,
+    writer           regrole
 );
+COMMENT ON COLUMN cdp.sources.writer IS
+    'The role whose members may write messages in this source''s name (the collector''s role, a loader''s); NULL: cdp_admin only';
 COMMENT ON TABLE cdp.sources IS
     'Event sources and the SHA-256 of their write keys (the keys themselves are never stored)';
 
 CREATE FUNCTION cdp.create_source(name text, write_key text DEFAULT NULL,
-                                  description text DEFAULT NULL)
+                                  description text DEFAULT NULL, writer regrole DEFAULT NULL)
     RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, cdp, pg_temp
@@ -33,14 +36,14 @@ BEGIN
                   DETAIL = 'A write key has at least 16 characters.',
                   HINT = 'Omit write_key to get a random one.';
     END IF;
-    INSERT INTO cdp.sources (name, write_key_sha256, description)
+    INSERT INTO cdp.sources (name, write_key_sha256, description, writer)
     VALUES (create_source.name, encode(sha256(convert_to(key, 'UTF8')), 'hex'),
-            create_source.description);
+            create_source.description, create_source.writer);
     RETURN key;
 END
 $$;
-COMMENT ON FUNCTION cdp.create_source(text, text, text) IS
-    'Registers a source and returns its write key (random unless given); only its SHA-256 is kept';
+COMMENT ON FUNCTION cdp.create_source(text, text, text, regrole) IS
+    'Registers a source and returns its write key (random unless given; only its SHA-256 is kept); writer is the role that may write in its name';
 
 CREATE FUNCTION cdp.authenticate_source(write_key text, OUT source text, OUT enabled boolean)
     RETURNS record

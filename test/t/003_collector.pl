@@ -17,10 +17,10 @@ use Time::HiRes qw(usleep time);
 my $node = cdp_node('collector', "cdp.naptime = 100\n");
 $node->safe_psql('postgres', q{
 CREATE EXTENSION pg_cdp;
-SELECT cdp.create_source('web', 'web-write-key-0123456789');
-SELECT cdp.create_source('old-app', 'old-app-write-key-0123456789');
-UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
 CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
+SELECT cdp.create_source('web', 'web-write-key-0123456789', writer => 'collector');
+SELECT cdp.create_source('old-app', 'old-app-write-key-0123456789', writer => 'collector');
+UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
 });
 
 my ($collector, $base, $conninfo, $outref, $errref) =

@@ -50,8 +50,8 @@ note "node: $node_bin " . `"$node_bin" --version`;
 my $node = cdp_node('sdks', "cdp.naptime = 100\n");
 $node->safe_psql('postgres', qq{
 CREATE EXTENSION pg_cdp;
-SELECT cdp.create_source('sdk', '$write_key');
 CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
+SELECT cdp.create_source('sdk', '$write_key', writer => 'collector');
 });
 
 my ($collector, $base, $conninfo, $coutref, $cerrref) = start_collector($node, '--flush-ms', '10');
