@@ -19,6 +19,9 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/ingest.sql \
              src/merge.sql src/sources.sql src/worker.sql src/roles.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# Released install scripts stay installable, and each release ships the
+# upgrade from the one before (tested against a fresh install).
+DATA       = $(wildcard upgrade/$(EXTENSION)--*.sql)
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers -Isrc

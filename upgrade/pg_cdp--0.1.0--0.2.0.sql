@@ -1,0 +1,134 @@
+-- pg_cdp 0.1.0 -> 0.2.0. What a fresh 0.2.0 install has that 0.1.0 lacked;
+-- the upgrade test compares the two schemas.
+\echo Use "ALTER EXTENSION pg_cdp UPDATE" to load this file. \quit
+
+-- Month partitions get the parent's grants; NULL arguments are refused.
+CREATE OR REPLACE FUNCTION cdp.create_event_partitions(start_month date, months integer)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    SET lock_timeout = '2s'
+AS $$
+DECLARE
+    m       date;
+    lo      timestamptz;
+    hi      timestamptz;
+    part    text;
+    g       record;
+    created integer := 0;
+BEGIN
+    IF start_month IS NULL OR months IS NULL THEN
+        RAISE EXCEPTION 'start_month and months must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'For example cdp.create_event_partitions(''2026-01-01'', 12).';
+    END IF;
+    IF months < 1 OR months > 240 THEN
+        RAISE EXCEPTION 'months must be between 1 and 240'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The worker and a user may both call this: one at a time, so the
+    -- second sees the partitions of the first instead of colliding.
+    PERFORM pg_advisory_xact_lock(hashtext('cdp.create_event_partitions'));
+    FOR i IN 0 .. months - 1 LOOP
+        m := (date_trunc('month', start_month) + make_interval(months => i))::date;
+        part := format('events_%s', to_char(m, 'YYYY_MM'));
+        CONTINUE WHEN to_regclass(format('cdp.%I', part)) IS NOT NULL;
+        lo := m::timestamp AT TIME ZONE 'UTC';
+        hi := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        -- A month whose rows already sit in the default partition keeps them there.
+        CONTINUE WHEN EXISTS (SELECT 1 FROM cdp.events_default
+                              WHERE occurred_at >= lo AND occurred_at < hi);
+        EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                       part, lo, hi);
+        EXECUTE format('CREATE INDEX %I ON cdp.%I (profile_id, occurred_at)', part || '_profile', part);
+        EXECUTE format('CREATE INDEX %I ON cdp.%I USING brin (occurred_at)', part || '_occurred_at', part);
+        -- A partition starts with no grants: give it the parent's, so a role
+        -- that reads cdp.events may read its months directly too.
+        FOR g IN SELECT a.privilege_type, a.grantee
+                 FROM pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = 'cdp.events'::regclass AND a.grantee <> c.relowner LOOP
+            EXECUTE format('GRANT %s ON cdp.%I TO %s', g.privilege_type, part,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+        END LOOP;
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$$;
+-- Partitions made by 0.1.0 had no grants.
+DO $$
+DECLARE
+    p regclass;
+    g record;
+BEGIN
+    FOR p IN SELECT inhrelid::regclass FROM pg_inherits
+             WHERE inhparent = 'cdp.events'::regclass AND inhrelid <> 'cdp.events_default'::regclass LOOP
+        FOR g IN SELECT a.privilege_type, a.grantee
+                 FROM pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = 'cdp.events'::regclass AND a.grantee <> c.relowner LOOP
+            EXECUTE format('GRANT %s ON %s TO %s', g.privilege_type, p,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Who may write in a source's name, and who wrote each inbox row. Rows
+-- already waiting were loaded under 0.1.0's rules: they count as the
+-- upgrading role's.
+ALTER TABLE cdp.sources ADD COLUMN writer regrole;
+COMMENT ON COLUMN cdp.sources.writer IS
+    'The role whose members may write messages in this source''s name (the collector''s role, a loader''s); NULL: cdp_admin only';
+ALTER TABLE cdp.inbox ADD COLUMN loaded_by name DEFAULT current_user;
+COMMENT ON COLUMN cdp.inbox.loaded_by IS
+    'The role that wrote the row (ingest roles cannot set it): a row naming a source is accepted only from that source''s writer';
+REVOKE INSERT ON cdp.inbox FROM cdp_ingest;
+GRANT INSERT (message, received_at, source, reject_reason) ON cdp.inbox TO cdp_ingest;
+
+DROP FUNCTION cdp.create_source(text, text, text);
+CREATE FUNCTION cdp.create_source(name text, write_key text DEFAULT NULL,
+                                  description text DEFAULT NULL, writer regrole DEFAULT NULL)
+    RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+AS $$
+DECLARE
+    key text := coalesce(write_key,
+                         replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+BEGIN
+    IF create_source.name IS NULL THEN
+        RAISE EXCEPTION 'source name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name the source, for example ''web'' or ''store_tills''.';
+    END IF;
+    IF length(key) < 16 THEN
+        RAISE EXCEPTION 'write key is too short'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A write key has at least 16 characters.',
+                  HINT = 'Omit write_key to get a random one.';
+    END IF;
+    INSERT INTO cdp.sources (name, write_key_sha256, description, writer)
+    VALUES (create_source.name, encode(sha256(convert_to(key, 'UTF8')), 'hex'),
+            create_source.description, create_source.writer);
+    RETURN key;
+END
+$$;
+COMMENT ON FUNCTION cdp.create_source(text, text, text, regrole) IS
+    'Registers a source and returns its write key (random unless given; only its SHA-256 is kept); writer is the role that may write in its name';
+REVOKE ALL ON FUNCTION cdp.create_source(text, text, text, regrole) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.create_source(text, text, text, regrole) TO cdp_admin;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM cdp.sources WHERE writer IS NULL) THEN
+        RAISE WARNING 'sources without a writer role accept messages from cdp_admin only'
+            USING DETAIL = 'pg_cdp 0.2.0 lets only a source''s writer role write in its name.',
+                  HINT = 'Give each source the collector''s role: UPDATE cdp.sources SET writer = ''collector''.';
+    END IF;
+END
+$$;
+
+-- Moving the clock backdates what is recorded: superusers and cdp_admin only.
+GRANT SET ON PARAMETER cdp.fake_now TO cdp_admin;
