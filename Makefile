@@ -16,8 +16,8 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 # The install script is assembled from the SQL that sits beside each C file,
 # in dependency order.
-SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/ingest.sql \
-             src/merge.sql src/sources.sql src/worker.sql src/roles.sql
+SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/registry.sql \
+             src/ingest.sql src/merge.sql src/erase.sql src/sources.sql src/worker.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts stay installable, and each release ships the
 # upgrade from the one before (tested against a fresh install).
@@ -93,5 +93,5 @@ installcheck-isolation:
 installcheck-tap:
 	$(prove_installcheck)
 
-# PGXS does not track headers: every object depends on the shared one.
-$(OBJS): src/pg_cdp.h src/engine.h
+# PGXS does not track headers: every object depends on them all.
+$(OBJS): $(wildcard src/*.h)

@@ -19,14 +19,11 @@
  * erasure that retires or empties a profile must see the events written to
  * it.  So the resolving transaction, before it commits, publishes the
  * profiles the batch will write to as the drainer's writes, in shared
- * memory; anyone who retires profiles waits, once it holds their locks, for
- * the writing transaction of any drainer whose writes name one of them
- * (cdp_wait_for_drain_writers, called by merge.c).  That wait cannot miss a
- * batch: the resolver published while it held the ingest locks that the
- * retirer needs to hold before it looks.  The write takes no row lock and
- * finds every profile of its batch alive.  A crash between the transactions
- * leaves the rows in the inbox; resolving them again finds the identities
- * the first try stored and adds nothing twice.
+ * memory (drainers.c), which whoever retires profiles waits for.  The
+ * write takes no row lock and finds every profile of its batch alive.  A
+ * crash between the transactions leaves the rows in the inbox; resolving
+ * them again finds the identities the first try stored and adds nothing
+ * twice.
  *
  * An erasure (cdp.forget) deletes the person's inbox rows, claimed or not,
  * and must not see them come back: a batch read before the erasure may be
@@ -36,6 +33,10 @@
  * checks, under its identifier locks, that its rows are still there, and
  * leaves the erased messages unresolved (drop_erased).
  *
+ * The drain is the worker's "inbox" task, registered here: the worker and
+ * its helpers drive it in two transactions per batch; cdp.tick() drains
+ * one batch in its caller's transaction (inbox.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -43,183 +44,31 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
-#include "storage/lmgr.h"
-#include "storage/lwlock.h"
+#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/wait_event.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
 
-#include "pg_cdp.h"
+#include "drain.h"
+#include "drainers.h"
+#include "inbox.h"
+#include "ingest.h"
+#include "resolve.h"
+#include "status.h"
+#include "util.h"
+#include "worker.h"
+
+static int	cdp_bulk_batch_size = 10000;
+static bool cdp_drain_synchronous_commit = false;
 
 /* erasures counted when the current batch was claimed */
 static uint64 claim_erasures;
 
 static bool
-sorted_contains(const int64 *ids, int n, int64 id)
-{
-	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cdp_cmp_int64) != NULL;
-}
-
-static bool
 writes_event(const CdpMessage *m)
 {
 	return m->err.sqlerrcode == 0 && !m->duplicate;
-}
-
-/*
- * The span of the other drainers' claims in this database, or false when
- * they hold none.  A take skips the whole span: rows inside it that nobody
- * claimed (a late commit) wait until the span's batches are written.
- */
-static bool
-other_claims_span(int slot, int64 *lo, int64 *hi)
-{
-	bool		any = false;
-
-	LWLockAcquire(cdp_shared->claims_lock, LW_SHARED);
-	for (int s = 0; s < cdp_drain_workers; s++)
-	{
-		int			n = cdp_shared->nclaims[s];
-
-		if (s == slot || n == 0 || cdp_shared->claims_db[s] != MyDatabaseId)
-			continue;
-		if (!any || CDP_CLAIMS(s)[0] < *lo)
-			*lo = CDP_CLAIMS(s)[0];
-		if (!any || CDP_CLAIMS(s)[n - 1] > *hi)
-			*hi = CDP_CLAIMS(s)[n - 1];
-		any = true;
-	}
-	LWLockRelease(cdp_shared->claims_lock);
-	return any;
-}
-
-/*
- * Publish ids (sorted) as our claims, minus any another drainer published
- * since we looked: two drainers that took at once keep one copy each.
- * Returns how many ids are left in ids.
- */
-static int
-publish_claims(int slot, int64 *ids, int n)
-{
-	int			k = 0;
-
-	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
-	{
-		bool		taken = false;
-
-		for (int s = 0; s < cdp_drain_workers && !taken; s++)
-			if (s != slot && cdp_shared->claims_db[s] == MyDatabaseId)
-				taken = sorted_contains(CDP_CLAIMS(s), cdp_shared->nclaims[s], ids[i]);
-		if (!taken)
-			ids[k++] = ids[i];
-	}
-	memcpy(CDP_CLAIMS(slot), ids, sizeof(int64) * k);
-	cdp_shared->nclaims[slot] = k;
-	cdp_shared->claims_db[slot] = MyDatabaseId;
-	LWLockRelease(cdp_shared->claims_lock);
-	return k;
-}
-
-/*
- * cdp_drain_release drops the claims and the writes of slot: its batch is
- * written, or given up, and its remaining rows are anyone's again.
- */
-void
-cdp_drain_release(int slot)
-{
-	if (cdp_shared == NULL)
-		return;
-	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
-	cdp_shared->nclaims[slot] = 0;
-	cdp_shared->nwrites[slot] = 0;
-	cdp_shared->writer_xid[slot] = InvalidTransactionId;
-	cdp_shared->claims_db[slot] = InvalidOid;
-	LWLockRelease(cdp_shared->claims_lock);
-}
-
-/*
- * Publish the profiles the batch will write events to as the writes of its
- * drainer.  Called by the resolving transaction, before it commits, while
- * it holds the ingest locks.
- */
-static void
-publish_writes(CdpDrainBatch *batch)
-{
-	int64	   *ids = palloc(sizeof(int64) * batch->n);
-	int			n = 0;
-
-	for (int i = 0; i < batch->n; i++)
-		if (writes_event(&batch->msgs[i]))
-			ids[n++] = batch->msgs[i].profile_id;
-	n = cdp_sort_unique_int64(ids, n);
-
-	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
-	memcpy(CDP_WRITES(batch->slot), ids, sizeof(int64) * n);
-	cdp_shared->nwrites[batch->slot] = n;
-	cdp_shared->writer_xid[batch->slot] = InvalidTransactionId;
-	LWLockRelease(cdp_shared->claims_lock);
-	pfree(ids);
-}
-
-/* The writing transaction has begun: whoever waits for it waits on its xid. */
-static void
-publish_writer(int slot)
-{
-	TransactionId xid = GetTopTransactionId();
-
-	LWLockAcquire(cdp_shared->claims_lock, LW_EXCLUSIVE);
-	cdp_shared->writer_xid[slot] = xid;
-	LWLockRelease(cdp_shared->claims_lock);
-}
-
-/*
- * cdp_wait_for_drain_writers: profiles ids are about to be retired or to
- * lose rows, and the caller holds their exclusive locks (cdp_lock_keys).
- * Wait until no drainer's writing transaction writes events to any of them.
- *
- * A write that has begun is waited for on its transaction id, as for a row
- * lock: the deadlock detector sees the wait.  A write published but not
- * begun yet (the drainer is between its two transactions, which takes no
- * lock) is polled for, briefly.  Once the write ended, its drainer cannot
- * publish these profiles again while the caller holds their locks.
- */
-void
-cdp_wait_for_drain_writers(const int64 *ids, int n)
-{
-	if (cdp_shared == NULL || n == 0)
-		return;
-	for (int s = 0; s < cdp_drain_workers; s++)
-	{
-		for (;;)
-		{
-			TransactionId xid = InvalidTransactionId;
-			bool		named = false;
-
-			LWLockAcquire(cdp_shared->claims_lock, LW_SHARED);
-			if (cdp_shared->claims_db[s] == MyDatabaseId)
-			{
-				for (int i = 0; i < n && !named; i++)
-					named = sorted_contains(CDP_WRITES(s), cdp_shared->nwrites[s], ids[i]);
-				xid = cdp_shared->writer_xid[s];
-			}
-			LWLockRelease(cdp_shared->claims_lock);
-
-			/* never ourselves: a drainer's writes are empty while it resolves */
-			if (!named || TransactionIdIsCurrentTransactionId(xid))
-				break;
-			if (TransactionIdIsValid(xid))
-			{
-				XactLockTableWait(xid, NULL, NULL, XLTW_None);
-				break;
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1L, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
 }
 
 /*
@@ -252,9 +101,8 @@ claim_rows(int slot, int limit, int *n)
 						   " FROM cdp.inbox WHERE inbox_id > $3 ORDER BY inbox_id LIMIT $1)",
 						   3, argtypes);
 	}
-	(void) other_claims_span(slot, &lo, &hi);
-	if (cdp_shared)
-		claim_erasures = pg_atomic_read_u64(&cdp_shared->inbox_erasures);
+	(void) cdp_drainers_claims_span(slot, &lo, &hi);
+	claim_erasures = cdp_drainers_erasures();
 	args[0] = Int32GetDatum(limit);
 	args[1] = Int64GetDatum(lo);
 	args[2] = Int64GetDatum(hi);
@@ -264,23 +112,12 @@ claim_rows(int slot, int limit, int *n)
 	ids = palloc(sizeof(int64) * Max(nread, 1));
 	for (int i = 0; i < nread; i++)
 		ids[i] = msgs[i].inbox_id;
-	*n = publish_claims(slot, ids, nread);
+	*n = cdp_drainers_claim(slot, ids, nread);
 	/* keep the messages whose claim held */
 	for (int i = 0; i < nread; i++)
-		if (sorted_contains(ids, *n, msgs[i].inbox_id))
+		if (cdp_sorted_contains(ids, *n, msgs[i].inbox_id))
 			msgs[k++] = msgs[i];
 	return msgs;
-}
-
-/*
- * cdp_inbox_erasing: the current transaction is about to delete inbox rows
- * that drainers may have claimed.  Counted now, and again at its end.
- */
-void
-cdp_inbox_erasing(void)
-{
-	if (cdp_shared)
-		cdp_bump_through_xact(&cdp_shared->inbox_erasures);
 }
 
 /*
@@ -298,8 +135,7 @@ drop_erased(CdpMessage *msgs, int n)
 	int			nfound;
 	Datum		args[1];
 
-	if (cdp_shared == NULL ||
-		pg_atomic_read_u64(&cdp_shared->inbox_erasures) == claim_erasures)
+	if (cdp_drainers_erasures() == claim_erasures)
 		return;
 	if (plan == NULL)
 	{
@@ -318,7 +154,7 @@ drop_erased(CdpMessage *msgs, int n)
 	nfound = cdp_spi_int64_column(found);
 	qsort(found, nfound, sizeof(int64), cdp_cmp_int64);
 	for (int i = 0; i < n; i++)
-		if (msgs[i].err.sqlerrcode == 0 && !sorted_contains(found, nfound, msgs[i].inbox_id))
+		if (msgs[i].err.sqlerrcode == 0 && !cdp_sorted_contains(found, nfound, msgs[i].inbox_id))
 			cdp_set_error(&msgs[i].err, ERRCODE_NO_DATA_FOUND,
 						  "the inbox row was erased while it was resolved", NULL, NULL);
 }
@@ -437,7 +273,17 @@ cdp_drain_resolve(int slot, int limit, MemoryContext keep_cxt)
 		keep_resolved(&batch->msgs[i], &msgs[i]);
 	MemoryContextSwitchTo(old);
 
-	publish_writes(batch);
+	/* the profiles the write will touch, for whoever retires profiles */
+	{
+		int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+		int			k = 0;
+
+		for (int i = 0; i < n; i++)
+			if (writes_event(&batch->msgs[i]))
+				ids[k++] = batch->msgs[i].profile_id;
+		k = cdp_sort_unique_int64(ids, k);
+		cdp_drainers_publish_writes(slot, ids, k);
+	}
 	return batch;
 }
 
@@ -475,7 +321,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	Datum		args[1];
 
 	*rejected = 0;
-	publish_writer(batch->slot);
+	cdp_drainers_writing(batch->slot);
 
 	for (int i = 0; i < batch->n; i++)
 	{
@@ -507,7 +353,7 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 	deleted = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	ndeleted = cdp_spi_int64_column(deleted);
 	for (int i = 0; i < ndeleted; i++)
-		if (!sorted_contains(ids, n, deleted[i]))
+		if (!cdp_sorted_contains(ids, n, deleted[i]))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("inbox row " INT64_FORMAT " was where the drain had read another", deleted[i]),
@@ -519,9 +365,140 @@ cdp_drain_write(CdpDrainBatch *batch, int *rejected)
 
 	keep = palloc(sizeof(CdpMessage) * Max(n, 1));
 	for (int i = 0; i < batch->n; i++)
-		if (sorted_contains(ids, n, batch->msgs[i].inbox_id))
+		if (cdp_sorted_contains(ids, n, batch->msgs[i].inbox_id))
 			keep[k++] = batch->msgs[i];
 	cdp_run_isolated(keep, k, write_batch);
 	*rejected = cdp_record_rejects(keep, k, "inbox");
 	return k;
+}
+
+/*
+ * The size of a drainer's next batch.  Resolving a batch holds the ingest
+ * lock, which real-time writers (cdp.track and its kin) wait for; a bulk
+ * load drains faster in larger batches.  So a drainer starts at
+ * cdp.batch_size and doubles while its batches come out full (a backlog)
+ * and no writer had to wait for the lock since the last batch, up to
+ * cdp.bulk_batch_size; any wait sends it back to cdp.batch_size.
+ */
+static int
+next_batch_size(bool last_full)
+{
+	static int	size = 0;
+	static uint64 waits_seen = 0;
+	uint64		waits;
+
+	SpinLockAcquire(&cdp_status->mutex);
+	waits = cdp_status->ingest_waits;
+	SpinLockRelease(&cdp_status->mutex);
+	if (size == 0 || !last_full || waits != waits_seen)
+		size = cdp_batch_size;
+	else
+		size = Min(size * 2, Max(cdp_bulk_batch_size, cdp_batch_size));
+	waits_seen = waits;
+	return Min(size, CDP_MAX_BATCH);
+}
+
+/*
+ * The worker's drive of the inbox task: a batch resolved in one
+ * transaction and written in the next, so that another drainer can
+ * resolve while this one writes.  The batch's claims are dropped
+ * afterwards, whatever happened (the task's release).  Unless
+ * cdp.drain_synchronous_commit says otherwise, the transactions commit
+ * without waiting for their WAL to be flushed, as a logical replication
+ * subscriber applies changes: the inbox keeps every row until the
+ * transaction that writes its event deletes it, so a crash loses no
+ * message, it only undoes the last batches, which are drained again.
+ */
+static bool last_full = false;
+
+static int64
+drive_inbox(int slot, bool *more)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			limit = next_batch_size(last_full);
+	CdpDrainBatch *batch = NULL;
+	int			taken = 0;
+	int			done = 0;
+	int			rejected = 0;
+
+	last_full = false;
+	if (!cdp_task_begin(!cdp_drain_synchronous_commit))
+	{
+		cdp_task_commit();
+		return 0;
+	}
+	pgstat_report_activity(STATE_RUNNING, "inbox: resolve");
+	SPI_connect();
+	if (slot == 0)
+	{
+		SpinLockAcquire(&cdp_status->mutex);
+		cdp_status->batch_limit = limit;
+		SpinLockRelease(&cdp_status->mutex);
+	}
+	/* the batch must outlive this transaction */
+	batch = cdp_drain_resolve(slot, limit, cxt);
+	SPI_finish();
+	cdp_task_commit();
+	MemoryContextSwitchTo(cxt);
+
+	if (batch)
+	{
+		taken = batch->n;
+		(void) cdp_task_begin(!cdp_drain_synchronous_commit);
+		pgstat_report_activity(STATE_RUNNING, "inbox: write");
+		SPI_connect();
+		done = cdp_drain_write(batch, &rejected);
+		SPI_finish();
+		cdp_task_commit();
+		MemoryContextSwitchTo(cxt);
+
+		SpinLockAcquire(&cdp_status->mutex);
+		cdp_status->drained += done - rejected;
+		cdp_status->rejected += rejected;
+		SpinLockRelease(&cdp_status->mutex);
+	}
+
+	/*
+	 * Any rows at all: go on.  A batch can come out short of limit while
+	 * the inbox is full, when another drainer claimed some of the same rows
+	 * at the same moment.
+	 */
+	*more = (taken > 0);
+	last_full = (taken >= limit);
+	return taken;
+}
+
+/* cdp.tick()'s drain: one batch in the caller's transaction. */
+static int64
+task_inbox(bool *more)
+{
+	int			rejected = 0;
+	int			n = cdp_drain_inbox(cdp_batch_size, &rejected);
+
+	*more = (n >= cdp_batch_size);
+	return n;
+}
+
+static const CdpTask inbox_task = {
+	.name = "inbox",
+	.run = task_inbox,
+	.drive = drive_inbox,
+	.release = cdp_drainers_release,
+	.helpers = true,
+};
+
+void
+cdp_drain_init(void)
+{
+	DefineCustomIntVariable("cdp.bulk_batch_size",
+							"Largest batch the drainers grow to while nobody waits for them.",
+							"A drainer doubles its batch, from cdp.batch_size, while its batches come out full and no writer had to wait for its lock; a writer that waits sends it back to cdp.batch_size.",
+							&cdp_bulk_batch_size, 10000, 1, CDP_MAX_BATCH,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cdp.drain_synchronous_commit",
+							 "Makes the drainers' commits wait for their WAL to reach disk.",
+							 "Off by default, and safe: an inbox row is deleted in the transaction that writes its event, so a crash that undoes the last drained batches leaves their rows in the inbox, to be drained again.",
+							 &cdp_drain_synchronous_commit, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	cdp_register_task(&inbox_task);
 }

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * engine.h
- *	  The identity engine's in-memory state, shared by the batch resolver
- *	  (identity.c) and cdp.stitch (stitch.c), which feeds it groups read
- *	  from a table.
+ *	  The identity engine's in-memory state and operations (engine.c),
+ *	  used by the batch resolver (resolve.c) and cdp.stitch (stitch.c),
+ *	  which feeds it groups read from a table.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,7 +12,9 @@
 
 #include "utils/hsearch.h"
 
-#include "pg_cdp.h"
+#include "idtypes.h"
+#include "merge.h"
+#include "message.h"
 
 /*
  * Hash keys are pairs of strings that live as long as the batch (message
@@ -88,8 +90,36 @@ cdp_engine_find_root(Engine *e, int n)
 	return n;
 }
 
+/* A message the engine still has to resolve. */
+static inline bool
+cdp_msg_active(CdpMessage *m)
+{
+	return m->err.sqlerrcode == 0 && !m->duplicate;
+}
+
+/* The identifier type a message identifier names (alias ids resolved late). */
+static inline const char *
+cdp_ident_type_name(CdpIdent *id)
+{
+	return cdp_ident_type_at(id->type)->name;
+}
+
+extern int	cdp_max_identities_per_profile;
+
+extern void cdp_engine_init(void);
+extern HTAB *cdp_pair_table(const char *name, long size, Size entrysize);
+extern IdentEntry *cdp_engine_ident_hashed(Engine *e, const char *type, const char *value,
+										   uint64 hash, bool create);
+extern IdentEntry *cdp_engine_ident(Engine *e, const char *type, const char *value,
+									bool create);
+extern ProfEntry *cdp_engine_profile(Engine *e, int64 id, bool create);
+extern int	cdp_engine_new_node(Engine *e, int64 profile_id, bool stored);
+extern int	cdp_cmp_ident_priority(const void *a, const void *b);
+
 /* Replay message i over the union-find, honouring the limits. */
 extern void cdp_engine_plan_message(Engine *e, CdpMessage *m, int i);
+/* Replay the batch's messages in order. */
+extern void cdp_engine_plan(Engine *e);
 extern void cdp_sort_pairs(PairKey **keys, int n);
 
 #endif							/* PG_CDP_ENGINE_H */

@@ -114,3 +114,11 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_types',
 SELECT pg_catalog.pg_extension_config_dump('cdp.identities', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_issues', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_issues_issue_id_seq', '');
+
+REVOKE ALL ON FUNCTION cdp.identifier_types_check(), cdp.identifier_types_changed(),
+    cdp.normalize_email(text), cdp.normalize_phone(text, text), cdp.resolve(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.normalize_email(text), cdp.normalize_phone(text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb) TO cdp_analyst, cdp_admin;
+GRANT SELECT ON cdp.identifier_types, cdp.identities, cdp.identifier_issues TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON cdp.identifier_types, cdp.identities, cdp.identifier_issues TO cdp_admin;

@@ -24,11 +24,12 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "utils/timestamp.h"
-
-#include "pg_cdp.h"
+#include "idtypes.h"
+#include "normalize.h"
+#include "util.h"
 
 /*
  * Each type keeps its slot (its index) for the life of the backend: a
@@ -45,6 +46,17 @@ static int	maxtypes = 0;
 static bool types_valid = false;
 static Oid	types_relid = InvalidOid;
 static bool callback_registered = false;
+
+bool		cdp_auto_create_identifier_types = false;
+
+void
+cdp_idtypes_init(void)
+{
+	DefineCustomBoolVariable("cdp.auto_create_identifier_types",
+							 "Create unknown identifier types on first use instead of rejecting them.",
+							 NULL, &cdp_auto_create_identifier_types, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+}
 
 static void
 types_inval_callback(Datum arg, Oid relid)

@@ -30,13 +30,32 @@
 #include "utils/builtins.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-
 #include "utils/timestamp.h"
 
-#include "pg_cdp.h"
+#include "clock.h"
+#include "drainers.h"
+#include "inbox.h"
+#include "ingest.h"
+#include "profile.h"
+#include "segment_spec.h"
 #include "sources.h"
+#include "status.h"
+#include "util.h"
+
+int			cdp_batch_size = 2000;
+
+void
+cdp_inbox_init(void)
+{
+	DefineCustomIntVariable("cdp.batch_size",
+							"Inbox messages resolved together.",
+							"Larger batches drain faster; while one is resolved, cdp.track calls wait for it.",
+							&cdp_batch_size, 2000, 1, CDP_MAX_BATCH,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+}
 
 static bool
 transient_error(int sqlerrcode)
@@ -619,4 +638,16 @@ cdp_ingest_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
 										CStringGetDatum(psprintf("{\"accepted\": %d, \"duplicates\": %d, \"rejected\": %d}",
 																 accepted, dups, rejects))));
+}
+
+/*
+ * Statement trigger on cdp.inbox: new rows are waiting.
+ */
+PG_FUNCTION_INFO_V1(cdp_inbox_wake);
+
+Datum
+cdp_inbox_wake(PG_FUNCTION_ARGS)
+{
+	cdp_wake_worker_at_commit();
+	return PointerGetDatum(NULL);
 }

@@ -184,3 +184,19 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.inbox', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_inbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects_reject_id_seq', '');
+
+REVOKE ALL ON FUNCTION cdp.inbox_wake(), cdp.create_event_partitions(date, integer),
+    cdp.track(jsonb, text, jsonb, timestamptz, text, text),
+    cdp.identify(jsonb, jsonb, timestamptz, text, text),
+    cdp.ingest(jsonb), cdp.ingest_batch(jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(date, integer) TO cdp_admin;
+-- cdp_ingest writes events and nothing else: it cannot read profiles.
+GRANT EXECUTE ON FUNCTION cdp.track(jsonb, text, jsonb, timestamptz, text, text),
+    cdp.identify(jsonb, jsonb, timestamptz, text, text),
+    cdp.ingest(jsonb), cdp.ingest_batch(jsonb, text) TO cdp_ingest, cdp_admin;
+-- not loaded_by: the drain trusts it to say who wrote the row
+GRANT INSERT (message, received_at, source, reject_reason) ON cdp.inbox TO cdp_ingest;
+GRANT SELECT ON cdp.events, cdp.events_default, cdp.message_ids, cdp.inbox, cdp.inbox_rejects
+    TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON cdp.events, cdp.events_default, cdp.message_ids, cdp.inbox, cdp.inbox_rejects TO cdp_admin;

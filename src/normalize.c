@@ -17,10 +17,26 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
-#include "utils/timestamp.h"
+#include "normalize.h"
 
-#include "pg_cdp.h"
+bool		cdp_email_provider_rules = false;
+char	   *cdp_default_phone_region = NULL;
+
+void
+cdp_normalize_init(void)
+{
+	DefineCustomBoolVariable("cdp.email_provider_rules",
+							 "Apply mailbox provider rules (gmail dots, +tags) when normalizing emails.",
+							 "Change it only before identities are stored: stored values are not renormalized.",
+							 &cdp_email_provider_rules, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("cdp.default_phone_region",
+							   "Region (ISO 3166 alpha-2) assumed for phone numbers without a country code.",
+							   NULL, &cdp_default_phone_region, "US", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+}
 
 /* Country calling codes and national significant number lengths. */
 typedef struct PhoneRegion

@@ -16,6 +16,11 @@
  * transaction, so nothing downstream misses a change.  Each backend
  * remembers which marks exist, so a bulk drain asks only about the others.
  *
+ * The profile row is the anchor of the per-profile table registry: a merge
+ * retires the loser's, an unmerge restores it and rebuilds both profiles'
+ * traits from their identify events (registered here), an erasure deletes
+ * it last.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,15 +32,77 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "port/atomics.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "pg_cdp.h"
+#include "clock.h"
+#include "profile.h"
+#include "registry.h"
+#include "util.h"
+
+char	   *cdp_trait_source_priority = NULL;
+
+/* bumped by deletions of marks: see known_marks_filter */
+static pg_atomic_uint64 *marks_generation = NULL;
+
+static void recompute_both(int64 winner, int64 loser);
+
+static const CdpProfileTable profile_tables[] = {
+	{
+		.name = "profiles",
+		.relation = "cdp.profiles",
+		.order = 1000,			/* erased last */
+		.on_merge = CDP_ROWS_STAY,	/* merge.c retires the losers */
+		.on_unmerge = CDP_ROWS_STAY,	/* erase.c restores the loser's row */
+		.on_forget = CDP_ROWS_BY_PROFILE_ID,
+		.after_unmerge = recompute_both,
+	},
+	{
+		/* a retired profile's mark stays: the segment engine learns it is gone */
+		.name = "profile_changes",
+		.relation = "cdp.profile_changes",
+		.order = 900,
+		.on_merge = CDP_ROWS_STAY,
+		.on_unmerge = CDP_ROWS_STAY,
+		.on_forget = CDP_ROWS_BY_PROFILE_ID,
+	},
+};
+
+void
+cdp_profile_init(void)
+{
+	DefineCustomStringVariable("cdp.trait_source_priority",
+							   "Comma-separated sources (channels), strongest first, for trait survivorship.",
+							   "A trait value from a stronger source wins over a newer one from a weaker source; among equals the newest wins.",
+							   &cdp_trait_source_priority, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	for (int i = 0; i < lengthof(profile_tables); i++)
+		cdp_register_profile_table(&profile_tables[i]);
+}
+
+Size
+cdp_profile_shmem_size(void)
+{
+	return MAXALIGN(sizeof(pg_atomic_uint64));
+}
+
+/* Called with AddinShmemInitLock held. */
+void
+cdp_profile_shmem_init(void)
+{
+	bool		found;
+
+	marks_generation = ShmemInitStruct("pg_cdp marks", cdp_profile_shmem_size(), &found);
+	if (!found)
+		pg_atomic_init_u64(marks_generation, 0);
+}
 
 /* Rank of a source in cdp.trait_source_priority: 0 is strongest. */
 static int
@@ -433,7 +500,7 @@ marks_xact_callback(XactEvent event, void *arg)
 		 event != XACT_EVENT_PARALLEL_ABORT) || npending == 0)
 		return;
 	if (commit && known_marks &&
-		pg_atomic_read_u64(&cdp_shared->marks_generation) == known_generation)
+		pg_atomic_read_u64(marks_generation) == known_generation)
 	{
 		if (hash_get_num_entries(known_marks) + npending > KNOWN_MARKS_MAX)
 		{
@@ -472,7 +539,7 @@ known_marks_filter(int64 *ids, int n)
 	Oid			relid;
 	int			k = 0;
 
-	if (cdp_shared == NULL)
+	if (marks_generation == NULL)
 		return n;
 	if (!marks_callbacks)
 	{
@@ -480,7 +547,7 @@ known_marks_filter(int64 *ids, int n)
 		RegisterSubXactCallback(marks_subxact_callback, NULL);
 		marks_callbacks = true;
 	}
-	generation = pg_atomic_read_u64(&cdp_shared->marks_generation);
+	generation = pg_atomic_read_u64(marks_generation);
 	relid = get_relname_relid("profile_changes", get_namespace_oid("cdp", false));
 	if (known_marks == NULL || generation != known_generation || relid != known_relid)
 	{
@@ -507,7 +574,7 @@ known_marks_pending(int64 *ids, int n)
 {
 	int			level = GetCurrentTransactionNestLevel();
 
-	if (cdp_shared == NULL || known_marks == NULL)
+	if (marks_generation == NULL || known_marks == NULL)
 		return;
 	if (npending + n > maxpending)
 	{
@@ -537,8 +604,8 @@ cdp_profile_changes_deleted(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp.profile_changes_deleted() must be called as a trigger")));
-	if (cdp_shared)
-		cdp_bump_through_xact(&cdp_shared->marks_generation);
+	if (marks_generation)
+		cdp_bump_through_xact(marks_generation);
 	return PointerGetDatum(NULL);
 }
 
@@ -584,4 +651,56 @@ cdp_mark_profiles_changed(int64 *ids, int n, const char *reason)
 	args[2] = CStringGetTextDatum(reason);
 	cdp_spi_exec(plan, args, SPI_OK_INSERT);
 	known_marks_pending(sorted, k);
+}
+
+/*
+ * recompute_traits rebuilds a profile's traits from its identify events,
+ * after an unmerge took some of them away.
+ */
+static void
+recompute_traits(int64 profile_id)
+{
+	Oid			argtypes[3] = {INT8OID, JSONBOID, JSONBOID};
+	Datum		args[3];
+	Jsonb	   *traits = NULL;
+	Jsonb	   *meta = NULL;
+
+	args[0] = Int64GetDatum(profile_id);
+	SPI_execute_with_args("SELECT properties, occurred_at, channel FROM cdp.events "
+						  "WHERE profile_id = $1 AND type = 'identify' "
+						  "ORDER BY occurred_at, received_at",
+						  1, argtypes, args, NULL, false, 0);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Jsonb	   *t = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull));
+		TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+		Jsonb	   *m = cdp_traits_meta_for(t, at, SPI_getvalue(tup, desc, 3));
+
+		if (traits == NULL)
+		{
+			traits = t;
+			meta = m;
+		}
+		else
+			traits = cdp_traits_merge(traits, meta, t, m, &meta);
+	}
+	if (traits == NULL)
+	{
+		traits = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		meta = traits;
+	}
+	args[1] = JsonbPGetDatum(traits);
+	args[2] = JsonbPGetDatum(meta);
+	SPI_execute_with_args("UPDATE cdp.profiles SET traits = $2, trait_meta = $3 "
+						  "WHERE profile_id = $1", 3, argtypes, args, NULL, false, 0);
+}
+
+static void
+recompute_both(int64 winner, int64 loser)
+{
+	recompute_traits(winner);
+	recompute_traits(loser);
 }

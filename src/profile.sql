@@ -41,3 +41,10 @@ CREATE FUNCTION cdp.merge_trait_meta(meta jsonb, new_meta jsonb)
 SELECT pg_catalog.pg_extension_config_dump('cdp.profiles', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.profiles_profile_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.profile_changes', '');
+
+REVOKE ALL ON FUNCTION cdp.profile_changes_deleted(), cdp.merge_traits(jsonb, jsonb, jsonb, jsonb),
+    cdp.merge_trait_meta(jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.merge_traits(jsonb, jsonb, jsonb, jsonb),
+    cdp.merge_trait_meta(jsonb, jsonb) TO cdp_admin, cdp_analyst;
+GRANT SELECT ON cdp.profiles, cdp.profile_changes TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.profiles, cdp.profile_changes TO cdp_admin;

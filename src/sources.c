@@ -23,8 +23,8 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
-#include "pg_cdp.h"
 #include "sources.h"
+#include "util.h"
 
 typedef struct SourceVerdict
 {

@@ -8,7 +8,7 @@
 #ifndef CDP_SOURCES_H
 #define CDP_SOURCES_H
 
-#include "pg_cdp.h"
+#include "message.h"
 
 extern void cdp_check_sources(CdpMessage *msgs, int n, const char *role);
 extern char *cdp_writing_role(void);

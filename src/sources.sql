@@ -57,3 +57,10 @@ COMMENT ON FUNCTION cdp.authenticate_source(text) IS
     'The source a write key belongs to, and whether it is enabled; no row when the key is unknown';
 
 SELECT pg_catalog.pg_extension_config_dump('cdp.sources', '');
+
+REVOKE ALL ON FUNCTION cdp.create_source(text, text, text, regrole),
+    cdp.authenticate_source(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.create_source(text, text, text, regrole) TO cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.authenticate_source(text) TO cdp_ingest, cdp_admin;
+GRANT SELECT ON cdp.sources TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.sources TO cdp_admin;

@@ -30,8 +30,10 @@
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
-#include "pg_cdp.h"
 #include "engine.h"
+#include "idtypes.h"
+#include "normalize.h"
+#include "util.h"
 
 /*
  * The stitch reader interns every (type, value) once, as it reads, and

@@ -7,3 +7,6 @@ CREATE FUNCTION cdp.stitch(groups regclass, normalize_values boolean DEFAULT tru
     AS 'MODULE_PATHNAME', 'cdp_stitch';
 COMMENT ON FUNCTION cdp.stitch(regclass, boolean) IS
     'Resolves the identifier graph in groups (group_id, type, value) in memory with pg_cdp''s rules, writing nothing: each identifier with its component';
+
+REVOKE ALL ON FUNCTION cdp.stitch(regclass, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.stitch(regclass, boolean) TO cdp_analyst, cdp_admin;

@@ -1,17 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * util.c
- *	  Small helpers shared by the ingest pipeline: SPI plans and array
- *	  parameters, jsonb field access, the ordered advisory locks that
- *	  make concurrent ingest deadlock-free, and large arrays on huge pages.
+ *	  Helpers every module uses: errors kept or raised, SPI plans and array
+ *	  parameters, jsonb field access, keys, large arrays on huge pages, and
+ *	  counters bumped at transaction end.
  *
- * Locking order (DESIGN.md): the global ingest lock, then identifiers,
- * sorted, then profiles in ascending id.  All are transaction-scoped
- * advisory locks in a lock space of our own (field4 of the lock tag), so
- * they never collide with the user's pg_advisory_lock() keys.  Profiles are locked in share mode by a
- * writer that only adds events and in exclusive mode by one that changes
- * the profile's identities or merges it, which is what FOR KEY SHARE and
- * FOR UPDATE on the profile row would give, without touching the heap.
+ * Nothing here knows about profiles or messages; every other module of
+ * pg_cdp stands on it.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,23 +14,40 @@
 
 #include <sys/mman.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
-#include "miscadmin.h"
-#include "storage/lock.h"
-#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-
 #include "utils/timestamp.h"
 
-#include "pg_cdp.h"
+#include "util.h"
+
+void
+cdp_set_error(CdpError *err, int sqlerrcode, const char *message,
+			  const char *detail, const char *hint)
+{
+	err->sqlerrcode = sqlerrcode;
+	err->message = pstrdup(message);
+	err->detail = detail ? pstrdup(detail) : NULL;
+	err->hint = hint ? pstrdup(hint) : NULL;
+}
+
+void
+cdp_raise(const CdpError *err)
+{
+	ereport(ERROR,
+			(errcode(err->sqlerrcode),
+			 errmsg_internal("%s", err->message),
+			 err->detail ? errdetail_internal("%s", err->detail) : 0,
+			 err->hint ? errhint("%s", err->hint) : 0));
+	pg_unreachable();
+}
 
 static Datum
 build_array(Datum *elems, int n, Oid elemtype)
@@ -219,6 +231,23 @@ cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 			 SPI_result_code_string(rc));
 }
 
+/*
+ * The first column (bigint) of the last SPI statement's rows, into out,
+ * which has room for them all; returns how many.
+ */
+int
+cdp_spi_int64_column(int64 *out)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		out[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return (int) SPI_processed;
+}
+
 /* Look a key up in a jsonb object; NULL when absent or not an object. */
 JsonbValue *
 cdp_jsonb_get(Jsonb *obj, const char *key, JsonbValue *out)
@@ -280,6 +309,26 @@ cdp_jsonb_get_object(Jsonb *obj, const char *key)
 	return JsonbValueToJsonb(&v);
 }
 
+/* {"key": "value"} as a Jsonb. */
+Jsonb *
+cdp_jsonb_pair(const char *key, const char *value)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	k,
+				v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_KEY, &k);
+	pushJsonbValue(&state, WJB_VALUE, &v);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
 /* A 64-bit key for (a, b), used to name advisory locks. */
 uint64
 cdp_hash_key(const char *a, const char *b)
@@ -312,343 +361,11 @@ cdp_sort_unique_int64(int64 *ids, int n)
 	return k;
 }
 
-/*
- * The first column (bigint) of the last SPI statement's rows, into out,
- * which has room for them all; returns how many.
- */
-int
-cdp_spi_int64_column(int64 *out)
-{
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-
-		out[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	return (int) SPI_processed;
-}
-
-static int
-cmp_uint64(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return (x > y) - (x < y);
-}
-
-typedef struct KeyMode
-{
-	uint64		key;
-	bool		exclusive;
-} KeyMode;
-
-static int
-cmp_keymode(const void *a, const void *b)
-{
-	return cmp_uint64(&((const KeyMode *) a)->key, &((const KeyMode *) b)->key);
-}
-
-/*
- * Lock escalation.  Every writer first takes the global ingest lock, in
- * share mode, then its fine-grained identifier and profile locks.  A
- * transaction that would need more than CDP_MAX_FINE_LOCKS of those (a bulk
- * batch, or a loop of cdp.track calls in one transaction) takes the global
- * lock in exclusive mode instead and skips them: the lock table holds only
- * some thousands of locks for the whole server, and one bulk batch would
- * otherwise fill it.  While it holds the exclusive lock no other writer
- * runs, so the fine-grained locks have nothing left to order.
- */
-#define CDP_MAX_FINE_LOCKS 1024
-
-static LocalTransactionId lock_lxid = InvalidLocalTransactionId;
-static int	lock_count = 0;
-static bool lock_escalated = false;
-static bool lock_global_share = false;
-
-/*
- * A writer that finds the share lock taken (a drainer holds it exclusively)
- * counts its wait, so the drainers keep their batches small while anyone
- * is kept waiting (worker.c).
- */
-static void
-acquire_global(LOCKMODE mode)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, 0xCD00);
-	if (mode == ShareLock &&
-		LockAcquire(&tag, mode, false, true) != LOCKACQUIRE_NOT_AVAIL)
-		return;
-	if (mode == ShareLock && cdp_shared)
-	{
-		SpinLockAcquire(&cdp_shared->mutex);
-		cdp_shared->ingest_waits++;
-		SpinLockRelease(&cdp_shared->mutex);
-	}
-	(void) LockAcquire(&tag, mode, false, false);
-}
-
-/*
- * cdp_locks_escalated: does this transaction hold the global ingest lock in
- * exclusive mode?  Then no other writer can move an identifier or retire a
- * profile until it commits, and what it reads stays true.
- */
+/* Is id among the n sorted ids? */
 bool
-cdp_locks_escalated(void)
+cdp_sorted_contains(const int64 *ids, int n, int64 id)
 {
-	return lock_escalated && lock_lxid == MyProc->lxid;
-}
-
-/*
- * cdp_lock_keys takes transaction-scoped advisory locks on keys, in
- * ascending order, each once.  exclusive may be NULL, meaning every key
- * exclusively (identifiers are always locked so).
- */
-void
-cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind)
-{
-	KeyMode    *km;
-	int			i;
-
-	if (n == 0)
-		return;
-	if (lock_lxid != MyProc->lxid)
-	{
-		lock_lxid = MyProc->lxid;
-		lock_count = 0;
-		lock_escalated = false;
-		lock_global_share = false;
-	}
-	if (lock_escalated)
-		return;
-	if (lock_count + n > CDP_MAX_FINE_LOCKS)
-	{
-		acquire_global(ExclusiveLock);
-		lock_escalated = true;
-		return;
-	}
-	if (!lock_global_share)
-	{
-		acquire_global(ShareLock);
-		lock_global_share = true;
-	}
-	lock_count += n;
-
-	km = palloc(sizeof(KeyMode) * n);
-	for (i = 0; i < n; i++)
-	{
-		km[i].key = keys[i];
-		km[i].exclusive = exclusive ? exclusive[i] : true;
-	}
-	qsort(km, n, sizeof(KeyMode), cmp_keymode);
-
-	for (i = 0; i < n; i++)
-	{
-		LOCKTAG		tag;
-		bool		excl = km[i].exclusive;
-
-		/* Merge duplicates: the strongest mode wins. */
-		while (i + 1 < n && km[i + 1].key == km[i].key)
-		{
-			i++;
-			excl = excl || km[i].exclusive;
-		}
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
-							 (uint32) (km[i].key >> 32),
-							 (uint32) km[i].key,
-							 0xCD00 + kind);
-		(void) LockAcquire(&tag, excl ? ExclusiveLock : ShareLock, false, false);
-		if ((i & 255) == 0)
-			CHECK_FOR_INTERRUPTS();
-	}
-	pfree(km);
-}
-
-/* {"key": "value"} as a Jsonb. */
-Jsonb *
-cdp_jsonb_pair(const char *key, const char *value)
-{
-	JsonbParseState *state = NULL;
-	JsonbValue	k,
-				v;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	v.type = jbvString;
-	v.val.string.val = (char *) value;
-	v.val.string.len = strlen(value);
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	pushJsonbValue(&state, WJB_KEY, &k);
-	pushJsonbValue(&state, WJB_VALUE, &v);
-	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
-}
-
-/*
- * cdp_parse_timestamptz parses an ISO 8601 timestamp with time zone
- * without throwing: false when s is not one (or is out of range).
- */
-/*
- * Is s an ISO 8601 timestamp: YYYY-MM-DD, optionally followed by [T ]HH:MM,
- * optional :SS and fraction, and an optional zone (Z, +HH, +HH:MM, +HHMM)?
- * PostgreSQL's own parser also takes words ("yesterday", "now"), bare
- * numbers and zone names, and throws for unknown zone names: message
- * timestamps must be ISO 8601 before they get that far.
- */
-static bool
-iso8601_shape(const char *s)
-{
-#define DIGITS(n) do { for (int i_ = 0; i_ < (n); i_++, s++) if (*s < '0' || *s > '9') return false; } while (0)
-	DIGITS(4);
-	if (*s++ != '-')
-		return false;
-	DIGITS(2);
-	if (*s++ != '-')
-		return false;
-	DIGITS(2);
-	if (*s == '\0')
-		return true;
-	if (*s != 'T' && *s != 't' && *s != ' ')
-		return false;
-	s++;
-	DIGITS(2);
-	if (*s++ != ':')
-		return false;
-	DIGITS(2);
-	if (*s == ':')
-	{
-		s++;
-		DIGITS(2);
-		if (*s == '.' || *s == ',')
-		{
-			int			n = 0;
-
-			s++;
-			while (*s >= '0' && *s <= '9')
-				s++, n++;
-			if (n == 0 || n > 9)
-				return false;
-		}
-	}
-	if (*s == ' ')
-		s++;
-	if (*s == '\0')
-		return true;
-	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
-		return true;
-	if (*s != '+' && *s != '-')
-		return false;
-	s++;
-	DIGITS(2);
-	if (*s == ':')
-		s++;
-	if (*s == '\0')
-		return true;
-	DIGITS(2);
-	return *s == '\0';
-#undef DIGITS
-}
-
-/*
- * The shape nearly every sender uses, 2026-11-23T10:00:00.123Z or with an
- * offset, read without the general date parser (a twentieth of a bulk
- * drain's parsing).  Anything else, or any field out of its plain range,
- * is left to the general parser: false means "not handled here".
- */
-static bool
-fast_iso8601(const char *s, TimestampTz *out)
-{
-	struct pg_tm tm;
-	fsec_t		fsec = 0;
-	int			tz = 0;
-	int			v[6];
-	static const int widths[6] = {4, 2, 2, 2, 2, 2};
-	static const char seps[6] = {'-', '-', 'T', ':', ':', '\0'};
-
-	for (int f = 0; f < 6; f++)
-	{
-		v[f] = 0;
-		for (int d = 0; d < widths[f]; d++, s++)
-		{
-			if (*s < '0' || *s > '9')
-				return false;
-			v[f] = v[f] * 10 + (*s - '0');
-		}
-		if (f < 5)
-		{
-			if (*s != seps[f] && !(f == 2 && *s == 't'))
-				return false;
-			s++;
-		}
-	}
-	if (*s == '.')
-	{
-		int			n = 0;
-		int			scale = 100000;
-
-		for (s++; *s >= '0' && *s <= '9'; s++, n++)
-		{
-			fsec += (*s - '0') * scale;
-			scale /= 10;
-		}
-		if (n == 0 || n > 6)
-			return false;
-	}
-	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
-		tz = 0;
-	else if ((*s == '+' || *s == '-') &&
-			 s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9' && s[3] == ':' &&
-			 s[4] >= '0' && s[4] <= '5' && s[5] >= '0' && s[5] <= '9' && s[6] == '\0')
-	{
-		int			hh = (s[1] - '0') * 10 + (s[2] - '0');
-		int			mm = (s[4] - '0') * 10 + (s[5] - '0');
-
-		if (hh > 15)
-			return false;
-		/* PostgreSQL counts zones in seconds west of Greenwich */
-		tz = (*s == '+' ? -1 : 1) * (hh * SECS_PER_HOUR + mm * SECS_PER_MINUTE);
-	}
-	else
-		return false;
-	if (v[0] < 1 || v[1] < 1 || v[1] > 12 || v[2] < 1 ||
-		v[2] > day_tab[isleap(v[0])][v[1] - 1] ||
-		v[3] > 23 || v[4] > 59 || v[5] > 59)
-		return false;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = v[0];
-	tm.tm_mon = v[1];
-	tm.tm_mday = v[2];
-	tm.tm_hour = v[3];
-	tm.tm_min = v[4];
-	tm.tm_sec = v[5];
-	return tm2timestamp(&tm, fsec, &tz, out) == 0 && IS_VALID_TIMESTAMP(*out);
-}
-
-bool
-cdp_parse_timestamptz(const char *s, TimestampTz *out)
-{
-	fsec_t		fsec;
-	struct pg_tm tm;
-	int			tz;
-	int			dtype;
-	int			nf;
-	char	   *field[MAXDATEFIELDS];
-	int			ftype[MAXDATEFIELDS];
-	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-
-	if (fast_iso8601(s, out))
-		return true;
-	if (strlen(s) > MAXDATELEN || !iso8601_shape(s))
-		return false;
-	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
-					  MAXDATEFIELDS, &nf) != 0 ||
-		DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
-		dtype != DTK_DATE ||
-		tm2timestamp(&tm, fsec, &tz, out) != 0)
-		return false;
-	return IS_VALID_TIMESTAMP(*out);
+	return n > 0 && bsearch(&id, ids, n, sizeof(int64), cdp_cmp_int64) != NULL;
 }
 
 /*
@@ -710,4 +427,50 @@ cdp_huge_grow(MemoryContext cxt, void *p, Size oldsize, Size newsize)
 	memcpy(q, p, Min(oldsize, newsize));
 	cdp_huge_free(p);
 	return q;
+}
+
+/*
+ * cdp_bump_through_xact moves a shared counter now and again when the
+ * current transaction ends, committed or not, which comes before its locks
+ * are released.  A backend that read the counter before and finds it
+ * unchanged after is sure that no such transaction began in between, nor
+ * ended while it waited for that transaction's locks.
+ */
+#define MAX_XACT_BUMPS 4
+
+static pg_atomic_uint64 *xact_bumps[MAX_XACT_BUMPS];
+
+static int	nxact_bumps = 0;
+
+static bool bump_registered = false;
+
+static void
+bump_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	for (int i = 0; i < nxact_bumps; i++)
+		pg_atomic_fetch_add_u64(xact_bumps[i], 1);
+	nxact_bumps = 0;
+}
+
+void
+cdp_bump_through_xact(pg_atomic_uint64 *counter)
+{
+	bool		listed = false;
+
+	if (!bump_registered)
+	{
+		RegisterXactCallback(bump_xact_callback, NULL);
+		bump_registered = true;
+	}
+	pg_atomic_fetch_add_u64(counter, 1);
+	for (int i = 0; i < nxact_bumps; i++)
+		listed = listed || xact_bumps[i] == counter;
+	if (!listed)
+	{
+		Assert(nxact_bumps < MAX_XACT_BUMPS);
+		xact_bumps[nxact_bumps++] = counter;
+	}
 }

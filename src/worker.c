@@ -1,20 +1,28 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The per-database background worker, cdp.tick() and the worker status.
+ *	  The per-database background worker, its helpers, cdp.tick() and the
+ *	  worker status.
  *
- * A round of work is a list of independent tasks (tasks[] below); later
- * concepts (dirty segments, due journey steps, expired outbox leases) add
- * theirs there.  The worker runs each task in its own transaction, catches
- * its errors so that one bad round cannot kill the loop, and sleeps on its
- * latch for cdp.naptime when no task found work.  Writers set the latch at
- * commit (pg_cdp.c), so new inbox rows do not wait for the nap to end.
+ * A round of work is the list of registered tasks (cdp_register_task):
+ * each subsystem registers its own from its init function (the inbox
+ * drain, partition upkeep, and later dirty segments, due journey steps,
+ * expired outbox leases).  The worker runs each task in its own
+ * transaction, or lets the task drive its own, catches its errors so that
+ * one bad round cannot kill the loop, and sleeps on its latch for
+ * cdp.naptime when no task found work.  Writers set the latch at commit
+ * (status.c), so new inbox rows do not wait for the nap to end.
  * cdp.tick() runs one round in the caller's transaction, which is how
  * pg_cron, a server without the worker, and time-driven tests drive it.
  *
- * The worker drains the inbox in two transactions per batch (drain.c), and
- * cdp.drain_workers - 1 helpers (cdp_drain_main) do the same beside it: one
- * resolves its batch while another writes the events of its own.
+ * cdp.drain_workers - 1 helpers run beside the worker the tasks that ask
+ * for them (the inbox drain: one drainer resolves its batch while another
+ * writes the events of its own).
+ *
+ * The worker and its helpers connect as the bootstrap superuser, with
+ * search_path pinned to pg_catalog, cdp, pg_temp: nothing they run can
+ * resolve to an object another role may create.  User-supplied SQL must
+ * never run in them with their rights.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,59 +53,111 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "pg_cdp.h"
+#include "drainers.h"
+#include "status.h"
+#include "worker.h"
 
 PGDLLEXPORT void cdp_worker_main(Datum main_arg);
 PGDLLEXPORT void cdp_drain_main(Datum main_arg);
 
-/*
- * A task does one bounded unit of work and returns how much it did; a
- * task that returns a full unit (more > 0) asks for another round at once.
- */
-typedef struct CdpTask
+#define MAX_TASKS 32
+
+static char *cdp_database = NULL;
+static int	cdp_naptime = 1000;
+static bool cdp_worker_enabled = true;
+
+static const CdpTask *tasks[MAX_TASKS];
+static int	ntasks = 0;
+
+/* set by cdp_task_begin when the database has no pg_cdp */
+static bool extension_missing = false;
+
+/* The process's drainer slot: 0 for the worker, its helpers 1 and up. */
+static int	my_slot = -1;
+
+void
+cdp_worker_init(void)
 {
-	const char *name;
-	int64		(*run) (bool *more);
-} CdpTask;
+	BackgroundWorker worker;
 
-static int64 task_inbox(bool *more);
-static int64 task_partitions(bool *more);
+	DefineCustomStringVariable("cdp.database",
+							   "Database in which the pg_cdp worker runs.",
+							   "Empty means no worker: call cdp.tick() yourself, for example from pg_cron.",
+							   &cdp_database, "", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.naptime",
+							"Milliseconds the worker sleeps between rounds when idle.",
+							NULL, &cdp_naptime, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cdp.worker_enabled",
+							 "Lets the worker run its tasks; off pauses it (it keeps its heartbeat).",
+							 "For maintenance and benchmarks; cdp.tick() still works.",
+							 &cdp_worker_enabled, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
-static const CdpTask tasks[] = {
-	{"inbox", task_inbox},
-	{"partitions", task_partitions},
-};
+	if (cdp_database == NULL || cdp_database[0] == '\0')
+		return;
 
-/* cdp.tick()'s drain: one batch in the caller's transaction. */
-static int64
-task_inbox(bool *more)
-{
-	int			rejected = 0;
-	int			n = cdp_drain_inbox(cdp_batch_size, &rejected);
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_cdp");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cdp_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_cdp worker for %s", cdp_database);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_cdp worker");
+	RegisterBackgroundWorker(&worker);
 
-	*more = (n >= cdp_batch_size);
-	return n;
+	/* Helpers that run the tasks that ask for them, beside the worker. */
+	for (int i = 1; i < cdp_drain_workers; i++)
+	{
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "cdp_drain_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "pg_cdp drain %d for %s", i, cdp_database);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "pg_cdp drain");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
-/* Month partitions of cdp.events: a few ahead, checked once a minute. */
-static int64
-task_partitions(bool *more)
+/*
+ * cdp_register_task adds a task to every round, after those registered
+ * before it.  The task must live as long as the process.
+ */
+void
+cdp_register_task(const CdpTask *task)
 {
-	static TimestampTz last = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	int			rc;
-	bool		isnull;
+	if (ntasks >= MAX_TASKS)
+		elog(ERROR, "pg_cdp: too many worker tasks registered");
+	tasks[ntasks++] = task;
+}
 
-	*more = false;
-	if (IsBackgroundWorker && last != 0 && !TimestampDifferenceExceeds(last, now, 60 * 1000))
-		return 0;
-	last = now;
-	rc = SPI_execute("SELECT cdp.create_event_partitions(date_trunc('month', cdp.now())::date - 31, 4)",
-					 false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: partition maintenance failed");
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									   &isnull));
+/*
+ * cdp_task_begin starts a transaction of a task that drives its own.  With
+ * async_commit it commits without waiting for its WAL to be flushed.
+ * False when the database has no pg_cdp: the caller commits and stops.
+ */
+bool
+cdp_task_begin(bool async_commit)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (async_commit)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!OidIsValid(get_extension_oid("pg_cdp", true)))
+	{
+		extension_missing = true;
+		return false;
+	}
+	return true;
+}
+
+void
+cdp_task_commit(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }
 
 /*
@@ -112,12 +172,12 @@ cdp_tick(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
 	SPI_connect();
-	for (int t = 0; t < lengthof(tasks); t++)
+	for (int t = 0; t < ntasks; t++)
 	{
 		bool		more = false;
-		int64		done = tasks[t].run(&more);
+		int64		done = tasks[t]->run(&more);
 
-		appendStringInfo(&out, "%s\"%s\": " INT64_FORMAT, t ? ", " : "", tasks[t].name, done);
+		appendStringInfo(&out, "%s\"%s\": " INT64_FORMAT, t ? ", " : "", tasks[t]->name, done);
 	}
 	SPI_finish();
 	appendStringInfoChar(&out, '}');
@@ -130,20 +190,23 @@ report_error(const char *task)
 	ErrorData  *ed;
 
 	ed = CopyErrorData();
-	if (cdp_shared)
+	if (cdp_status)
 	{
-		SpinLockAcquire(&cdp_shared->mutex);
-		cdp_shared->errors++;
-		snprintf(cdp_shared->last_error, sizeof(cdp_shared->last_error), "%s: %s",
+		SpinLockAcquire(&cdp_status->mutex);
+		cdp_status->errors++;
+		snprintf(cdp_status->last_error, sizeof(cdp_status->last_error), "%s: %s",
 				 task, ed->message);
-		SpinLockRelease(&cdp_shared->mutex);
+		SpinLockRelease(&cdp_status->mutex);
 	}
 	FreeErrorData(ed);
 }
 
-/* Run one task in its own transaction; false when it failed. */
+/*
+ * Run one task: in a transaction of its own, or through its drive.  False
+ * when it failed; its transaction is then rolled back.
+ */
 static bool
-run_task(const CdpTask *task, bool *more, bool *extension_missing)
+run_task(const CdpTask *task, bool *more)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -151,20 +214,18 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 	*more = false;
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (!OidIsValid(get_extension_oid("pg_cdp", true)))
-			*extension_missing = true;
-		else
+		pgstat_report_activity(STATE_RUNNING, task->name);
+		if (task->drive)
+			task->drive(my_slot, more);
+		else if (cdp_task_begin(false))
 		{
-			pgstat_report_activity(STATE_RUNNING, task->name);
 			SPI_connect();
 			task->run(more);
 			SPI_finish();
+			cdp_task_commit();
 		}
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		else
+			cdp_task_commit();
 
 		/*
 		 * A worker reports its table statistics itself, or autovacuum never
@@ -182,137 +243,9 @@ run_task(const CdpTask *task, bool *more, bool *extension_missing)
 		ok = false;
 	}
 	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return ok;
-}
-
-/*
- * The size of a drainer's next batch.  Resolving a batch holds the ingest
- * lock, which real-time writers (cdp.track and its kin) wait for; a bulk
- * load drains faster in larger batches.  So a drainer starts at
- * cdp.batch_size and doubles while its batches come out full (a backlog)
- * and no writer had to wait for the lock since the last batch, up to
- * cdp.bulk_batch_size; any wait sends it back to cdp.batch_size.
- */
-static int
-next_batch_size(bool last_full)
-{
-	static int	size = 0;
-	static uint64 waits_seen = 0;
-	uint64		waits;
-
-	SpinLockAcquire(&cdp_shared->mutex);
-	waits = cdp_shared->ingest_waits;
-	SpinLockRelease(&cdp_shared->mutex);
-	if (size == 0 || !last_full || waits != waits_seen)
-		size = cdp_batch_size;
-	else
-		size = Min(size * 2, Max(cdp_bulk_batch_size, cdp_batch_size));
-	waits_seen = waits;
-	return Min(size, CDP_MAX_BATCH);
-}
-
-/*
- * Start one of the drain's transactions.  Unless cdp.drain_synchronous_commit
- * says otherwise, it commits without waiting for its WAL to be flushed, as a
- * logical replication subscriber applies changes: the inbox keeps every row
- * until the transaction that writes its event deletes it, so a crash loses
- * no message, it only undoes the last batches, which are drained again.
- */
-static void
-start_drain_transaction(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!cdp_drain_synchronous_commit)
-		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-/*
- * The workers' drain: a batch resolved in one transaction and written in
- * the next (drain.c), so that another drainer can resolve while this one
- * writes.  Whatever happens, the batch's claims are dropped at the end.
- */
-static bool
-run_drain(int slot, bool *more, bool *extension_missing)
-{
-	static bool last_full = false;
-	int			limit = next_batch_size(last_full);
-
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	*more = false;
-	PG_TRY();
-	{
-		CdpDrainBatch *batch = NULL;
-		int			taken = 0;
-		int			done = 0;
-		int			rejected = 0;
-
-		start_drain_transaction();
-		if (!OidIsValid(get_extension_oid("pg_cdp", true)))
-			*extension_missing = true;
-		else
-		{
-			pgstat_report_activity(STATE_RUNNING, "inbox: resolve");
-			SPI_connect();
-			/* the batch must outlive this transaction */
-			if (slot == 0)
-			{
-				SpinLockAcquire(&cdp_shared->mutex);
-				cdp_shared->batch_limit = limit;
-				SpinLockRelease(&cdp_shared->mutex);
-			}
-			batch = cdp_drain_resolve(slot, limit, cxt);
-			SPI_finish();
-		}
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(cxt);
-
-		if (batch)
-		{
-			taken = batch->n;
-			start_drain_transaction();
-			pgstat_report_activity(STATE_RUNNING, "inbox: write");
-			SPI_connect();
-			done = cdp_drain_write(batch, &rejected);
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(cxt);
-
-			SpinLockAcquire(&cdp_shared->mutex);
-			cdp_shared->drained += done - rejected;
-			cdp_shared->rejected += rejected;
-			SpinLockRelease(&cdp_shared->mutex);
-		}
-		/*
-		 * Any rows at all: go on.  A batch can come out short of
-		 * cdp.batch_size while the inbox is full, when another drainer
-		 * claimed some of the same rows at the same moment.
-		 */
-		*more = (taken > 0);
-		last_full = (taken >= limit);
-
-		/* see run_task */
-		pgstat_report_stat(false);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		last_full = false;
-		EmitErrorReport();
-		report_error("inbox");
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	cdp_drain_release(slot);
+	MemoryContextSwitchTo(cxt);
+	if (task->release)
+		task->release(my_slot);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return ok;
 }
@@ -367,11 +300,18 @@ end_round(bool more, int failures)
 static void
 worker_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&cdp_shared->mutex);
-	cdp_shared->worker_pid = 0;
-	cdp_shared->worker_latch = NULL;
-	SpinLockRelease(&cdp_shared->mutex);
-	cdp_drain_release(0);
+	SpinLockAcquire(&cdp_status->mutex);
+	if (my_slot == 0)
+	{
+		cdp_status->worker_pid = 0;
+		cdp_status->worker_latch = NULL;
+	}
+	else
+		cdp_status->drain_latch[my_slot] = NULL;
+	SpinLockRelease(&cdp_status->mutex);
+	for (int t = 0; t < ntasks; t++)
+		if (tasks[t]->release)
+			tasks[t]->release(my_slot);
 }
 
 /*
@@ -389,44 +329,51 @@ connect_worker(void)
 	SetConfigOption("search_path", "pg_catalog, cdp, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-void
-cdp_worker_main(Datum main_arg)
+/* The loop of the worker (slot 0) and of each helper. */
+static void
+worker_loop(int slot)
 {
 	MemoryContext round_cxt;
 	int			failures = 0;
 
+	my_slot = slot;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	connect_worker();
 
-	SpinLockAcquire(&cdp_shared->mutex);
-	cdp_shared->worker_pid = MyProcPid;
-	cdp_shared->worker_latch = &MyProc->procLatch;
-	cdp_shared->worker_started = GetCurrentTimestamp();
-	SpinLockRelease(&cdp_shared->mutex);
+	SpinLockAcquire(&cdp_status->mutex);
+	if (slot == 0)
+	{
+		cdp_status->worker_pid = MyProcPid;
+		cdp_status->worker_latch = &MyProc->procLatch;
+		cdp_status->worker_started = GetCurrentTimestamp();
+	}
+	else
+		cdp_status->drain_latch[slot] = &MyProc->procLatch;
+	SpinLockRelease(&cdp_status->mutex);
 	on_shmem_exit(worker_detach, (Datum) 0);
 	keep_batches_in_heap();
 
-	ereport(LOG, (errmsg("pg_cdp worker started in database \"%s\"", cdp_database)));
+	if (slot == 0)
+		ereport(LOG, (errmsg("pg_cdp worker started in database \"%s\"", cdp_database)));
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp worker round",
 									  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		bool		busy = false;
-		bool		missing = false;
 		bool		round_failed = false;
 
 		begin_round(round_cxt);
-		for (int t = 0; t < lengthof(tasks) && !missing && cdp_worker_enabled; t++)
+		extension_missing = false;
+		for (int t = 0; t < ntasks && !extension_missing && cdp_worker_enabled; t++)
 		{
 			bool		more = false;
 
-			/* the inbox task of a worker spans two transactions */
-			if (!(tasks[t].run == task_inbox ?
-				  run_drain(0, &more, &missing) :
-				  run_task(&tasks[t], &more, &missing)))
+			if (slot != 0 && !tasks[t]->helpers)
+				continue;
+			if (!run_task(tasks[t], &more))
 				round_failed = true;
 			busy = busy || more;
 			MemoryContextSwitchTo(round_cxt);
@@ -434,57 +381,27 @@ cdp_worker_main(Datum main_arg)
 		/* A round with any failed task counts, so a poison task backs off. */
 		failures = round_failed ? failures + 1 : 0;
 
-		SpinLockAcquire(&cdp_shared->mutex);
-		cdp_shared->heartbeat = GetCurrentTimestamp();
-		cdp_shared->rounds++;
-		SpinLockRelease(&cdp_shared->mutex);
-
+		if (slot == 0)
+		{
+			SpinLockAcquire(&cdp_status->mutex);
+			cdp_status->heartbeat = GetCurrentTimestamp();
+			cdp_status->rounds++;
+			SpinLockRelease(&cdp_status->mutex);
+		}
 		end_round(busy, failures);
 	}
 }
 
-static void
-drain_detach(int code, Datum arg)
+void
+cdp_worker_main(Datum main_arg)
 {
-	SpinLockAcquire(&cdp_shared->mutex);
-	cdp_shared->drain_latch[DatumGetInt32(arg)] = NULL;
-	SpinLockRelease(&cdp_shared->mutex);
-	cdp_drain_release(DatumGetInt32(arg));
+	worker_loop(0);
 }
 
-/*
- * A helper of the worker (cdp.drain_workers - 1 of them): it only drains
- * the inbox, beside the worker, and sleeps when the inbox is empty.
- */
 void
 cdp_drain_main(Datum main_arg)
 {
-	int			slot = DatumGetInt32(main_arg);
-	MemoryContext round_cxt;
-	int			failures = 0;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	connect_worker();
-
-	SpinLockAcquire(&cdp_shared->mutex);
-	cdp_shared->drain_latch[slot] = &MyProc->procLatch;
-	SpinLockRelease(&cdp_shared->mutex);
-	on_shmem_exit(drain_detach, Int32GetDatum(slot));
-	keep_batches_in_heap();
-	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp drain round",
-									  ALLOCSET_DEFAULT_SIZES);
-	for (;;)
-	{
-		bool		more = false;
-		bool		missing = false;
-
-		begin_round(round_cxt);
-		if (cdp_worker_enabled)
-			failures = run_drain(slot, &more, &missing) ? 0 : failures + 1;
-		end_round(more, failures);
-	}
+	worker_loop(DatumGetInt32(main_arg));
 }
 
 /*
@@ -500,13 +417,13 @@ cdp_worker_status(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[11];
 	bool		nulls[11] = {0};
-	CdpSharedState s;
+	CdpStatus	s;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_cdp: return type must be a row type");
-	SpinLockAcquire(&cdp_shared->mutex);
-	memcpy(&s, cdp_shared, sizeof(s));
-	SpinLockRelease(&cdp_shared->mutex);
+	SpinLockAcquire(&cdp_status->mutex);
+	memcpy(&s, cdp_status, sizeof(s));
+	SpinLockRelease(&cdp_status->mutex);
 
 	values[0] = Int32GetDatum(s.worker_pid);
 	nulls[0] = (s.worker_pid == 0);

@@ -57,3 +57,11 @@ CREATE VIEW cdp.stats AS
     SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes;
 COMMENT ON VIEW cdp.stats IS
     'Operational figures: worker heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
+
+REVOKE ALL ON FUNCTION cdp.tick(), cdp.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.tick() TO cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.worker_status() TO cdp_admin, cdp_analyst;
+GRANT SELECT ON cdp.stats TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.stats TO cdp_admin;
+-- cdp_connector drains the outbox (claim, ack, fail) once it exists; until
+-- then it may only see the schema.

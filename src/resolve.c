@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * identity.c
- *	  The identity engine: resolves a batch of messages to profiles.
+ * resolve.c
+ *	  The resolver: a batch of messages to profiles, through the identity
+ *	  engine (engine.c) and cdp.identities.
  *
  * One call resolves a whole batch (a single cdp.track is a batch of one):
  *
@@ -19,6 +20,9 @@
  *	   limit (max_per_profile, cdp.max_identities_per_profile) is broken;
  *	5. the outcome is written set-based: new profiles, merges (merge.c),
  *	   new identities and identifier issues, a statement each.
+ *
+ * cdp.identities and cdp.identifier_issues are registered here as
+ * per-profile tables.
  *
  * The merge winner is the older profile (lowest id).  Profiles created
  * inside the batch are younger than every stored one and are only
@@ -41,166 +45,52 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "pg_cdp.h"
+#include "clock.h"
 #include "engine.h"
+#include "idtypes.h"
+#include "locks.h"
+#include "merge.h"
+#include "registry.h"
+#include "resolve.h"
+#include "status.h"
+#include "util.h"
 
 static void lookup_identities(Engine *e, bool only_unqueried);
 static void lock_profiles(Engine *e);
-static int	new_node(Engine *e, int64 profile_id, bool stored);
-static void plan_messages(Engine *e);
 static void load_counts(Engine *e);
 static void materialize(Engine *e, int *dup_of);
 
-static uint32
-pair_hash(const void *key, Size keysize)
-{
-	const PairKey *k = key;
-
-	return (uint32) cdp_hash_key(k->a, k->b ? k->b : "");
-}
-
-static int
-pair_match(const void *key1, const void *key2, Size keysize)
-{
-	const PairKey *x = key1;
-	const PairKey *y = key2;
-
-	if (strcmp(x->a, y->a) != 0)
-		return 1;
-	if (x->b == NULL || y->b == NULL)
-		return x->b != y->b;
-	return strcmp(x->b, y->b);
-}
-
-static HTAB *
-pair_table(const char *name, long size, Size entrysize)
-{
-	HASHCTL		ctl;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(PairKey);
-	ctl.entrysize = entrysize;
-	ctl.hash = pair_hash;
-	ctl.match = pair_match;
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create(name, Max(size, 16), &ctl,
-					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-}
-
-static IdentEntry *
-ident_entry_hashed(Engine *e, const char *type, const char *value, uint64 hash,
-				   bool create)
-{
-	PairKey		key = {type, value};
-	bool		found;
-	IdentEntry *ent;
-
-	/* pair_hash's value: the caller computed it already, for the lock key */
-	ent = hash_search_with_hash_value(e->idents, &key, (uint32) hash,
-									  create ? HASH_ENTER : HASH_FIND, &found);
-	if (ent && !found)
+static const CdpProfileTable identity_tables[] = {
 	{
-		ent->profile_id = 0;
-		ent->node = -1;
-		ent->queried = false;
-	}
-	return ent;
-}
-
-static IdentEntry *
-ident_entry(Engine *e, const char *type, const char *value, bool create)
-{
-	return ident_entry_hashed(e, type, value, cdp_hash_key(type, value), create);
-}
-
-static ProfEntry *
-prof_entry(Engine *e, int64 id, bool create)
-{
-	bool		found;
-	ProfEntry  *ent = hash_search(e->profiles, &id, create ? HASH_ENTER : HASH_FIND, &found);
-
-	if (ent && !found)
+		/* an unmerge gives back the identifiers the loser had at merge time */
+		.name = "identities",
+		.relation = "cdp.identities",
+		.order = 100,
+		.on_merge = CDP_ROWS_BY_PROFILE_ID,
+		.on_unmerge = CDP_ROWS_SQL,
+		.unmerge_sql = "UPDATE cdp.identities i SET profile_id = m.loser_id "
+		"FROM cdp.merges m, jsonb_array_elements(m.loser_identities) x "
+		"WHERE m.merge_id = $1 AND i.profile_id = m.winner_id "
+		"  AND i.type = x->>'type' AND i.value = x->>'value'",
+		.on_forget = CDP_ROWS_BY_PROFILE_ID,
+	},
 	{
-		ent->node = -1;
-		ent->lockmode = 0;
-		ent->need_exclusive = false;
-		ent->exists = false;
-	}
-	return ent;
-}
-
-static inline bool
-msg_active(CdpMessage *m)
-{
-	return m->err.sqlerrcode == 0 && !m->duplicate;
-}
-
-/* The identifier type a message identifier names (alias ids resolved late). */
-static const char *
-ident_type_name(CdpIdent *id)
-{
-	return cdp_ident_type_at(id->type)->name;
-}
-
-/*
- * Keys in bytewise order of (b, a), which is the order of a btree on (b, a)
- * (cdp.identities is keyed by (value, type), cdp.message_ids by
- * (message_id, source)) in the C collation and close to it in others.
- * Probes and inserts in key order visit neighbouring index pages one after
- * the other, which are then still in the CPU caches; in the random order
- * of a hash table nearly every step of every descent misses them once the
- * index outgrows the caches.
- */
-static int
-cmp_pair(const PairKey *x, const PairKey *y)
-{
-	int			c = strcmp(x->b, y->b);
-
-	return (c != 0 || x->a == y->a) ? c : strcmp(x->a, y->a);
-}
-
-/*
- * cdp_sort_pairs sorts keys in cmp_pair order.  A batch sorts tens of thousands
- * of keys, and values often share long prefixes, so each key first gets its
- * value's leading bytes as a big-endian integer (the order of those bytes);
- * most comparisons end on that integer, and only ties compare the strings.
- */
-typedef struct AbbrevPair
-{
-	uint64		abbrev;
-	PairKey    *key;
-} AbbrevPair;
-
-static int
-cmp_abbrev_pair(const void *x, const void *y)
-{
-	const AbbrevPair *p = x;
-	const AbbrevPair *q = y;
-
-	if (p->abbrev != q->abbrev)
-		return p->abbrev < q->abbrev ? -1 : 1;
-	return cmp_pair(p->key, q->key);
-}
+		/* issues stay with the winner; erasure also finds them by value */
+		.name = "identifier_issues",
+		.relation = "cdp.identifier_issues",
+		.order = 300,
+		.on_merge = CDP_ROWS_BY_PROFILE_ID,
+		.on_unmerge = CDP_ROWS_STAY,
+		.on_forget = CDP_ROWS_SQL,
+		.forget_sql = "DELETE FROM cdp.identifier_issues WHERE profile_id = ANY($1) OR value = ANY($2)",
+	},
+};
 
 void
-cdp_sort_pairs(PairKey **keys, int n)
+cdp_resolve_init(void)
 {
-	AbbrevPair *items = palloc(sizeof(AbbrevPair) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-	{
-		const unsigned char *s = (const unsigned char *) keys[i]->b;
-		uint64		v = 0;
-
-		for (int j = 0; j < 8 && s[j] != '\0'; j++)
-			v |= ((uint64) s[j]) << (56 - 8 * j);
-		items[i].abbrev = v;
-		items[i].key = keys[i];
-	}
-	qsort(items, n, sizeof(AbbrevPair), cmp_abbrev_pair);
-	for (int i = 0; i < n; i++)
-		keys[i] = items[i].key;
-	pfree(items);
+	for (int i = 0; i < lengthof(identity_tables); i++)
+		cdp_register_profile_table(&identity_tables[i]);
 }
 
 /*
@@ -223,7 +113,7 @@ find_duplicates(Engine *e)
 		int			first;
 	}			SeenEntry;
 
-	seen = pair_table("pg_cdp message ids", e->nmsgs, sizeof(SeenEntry));
+	seen = cdp_pair_table("pg_cdp message ids", e->nmsgs, sizeof(SeenEntry));
 
 	for (int i = 0; i < e->nmsgs; i++)
 	{
@@ -369,7 +259,7 @@ settle_alias_types(Engine *e)
 	{
 		CdpMessage *m = &e->msgs[i];
 
-		if (!msg_active(m))
+		if (!cdp_msg_active(m))
 			continue;
 		for (int j = 0; j < m->nidents; j++)
 		{
@@ -378,9 +268,9 @@ settle_alias_types(Engine *e)
 
 			if (!id->alias_previous)
 				continue;
-			u = ident_entry(e, "user_id", id->value, false);
+			u = cdp_engine_ident(e, "user_id", id->value, false);
 			id->type = (u && u->profile_id != 0) ? user_id : anon;
-			id->entry = ident_entry(e, ident_type_name(id), id->value, false);
+			id->entry = cdp_engine_ident(e, cdp_ident_type_name(id), id->value, false);
 		}
 	}
 }
@@ -414,7 +304,7 @@ lock_profiles(Engine *e)
 			int64		first = 0;
 			bool		structural = false;
 
-			if (!msg_active(m))
+			if (!cdp_msg_active(m))
 				continue;
 			for (int j = 0; j < m->nidents; j++)
 			{
@@ -433,7 +323,7 @@ lock_profiles(Engine *e)
 
 				if (ie && ie->profile_id != 0)
 				{
-					p = prof_entry(e, ie->profile_id, true);
+					p = cdp_engine_profile(e, ie->profile_id, true);
 					if (structural)
 						p->need_exclusive = true;
 				}
@@ -467,7 +357,7 @@ lock_profiles(Engine *e)
 		if (e->owners_stable)
 		{
 			for (int i = 0; i < n; i++)
-				prof_entry(e, ids[i], false)->exists = true;
+				cdp_engine_profile(e, ids[i], false)->exists = true;
 			return;
 		}
 
@@ -487,10 +377,10 @@ lock_profiles(Engine *e)
 			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 														 SPI_tuptable->tupdesc, 1, &isnull));
 
-			prof_entry(e, id, true)->exists = true;
+			cdp_engine_profile(e, id, true)->exists = true;
 		}
 		for (int i = 0; i < n; i++)
-			if (!prof_entry(e, ids[i], false)->exists)
+			if (!cdp_engine_profile(e, ids[i], false)->exists)
 				nmissing++;
 		if (nmissing == 0)
 			return;
@@ -512,49 +402,13 @@ lock_profiles(Engine *e)
 
 				if (ie->profile_id == 0)
 					continue;
-				owner = prof_entry(e, ie->profile_id, false);
+				owner = cdp_engine_profile(e, ie->profile_id, false);
 				if (owner && owner->lockmode > 0 && !owner->exists)
 					ie->queried = false;
 			}
 		}
 		lookup_identities(e, true);
 	}
-}
-
-static int
-new_node(Engine *e, int64 profile_id, bool stored)
-{
-	UfNode	   *nd;
-
-	if (e->nnodes >= e->maxnodes)
-	{
-		int			old = e->maxnodes;
-
-		e->maxnodes = Max(64, e->maxnodes * 2);
-		e->nodes = cdp_huge_grow(CurrentMemoryContext, e->nodes,
-								 sizeof(UfNode) * old, sizeof(UfNode) * e->maxnodes);
-	}
-	nd = &e->nodes[e->nnodes];
-	nd->profile_id = profile_id;
-	nd->stored = stored;
-	nd->parent = e->nnodes;
-	nd->next_member = -1;
-	nd->last_member = e->nnodes;
-	/*
-	 * Counts come from a pool: a palloc each costs when there are millions.
-	 * The pool grows with the graph, so that a large one is on huge pages.
-	 */
-	if (e->counts_left < e->ntypes + 1)
-	{
-		e->counts_left = (e->ntypes + 1) * Max(1024, e->nnodes / 2);
-		e->counts_pool = cdp_huge_alloc(CurrentMemoryContext,
-										sizeof(int) * e->counts_left, true);
-	}
-	nd->counts = e->counts_pool;
-	e->counts_pool += e->ntypes + 1;
-	e->counts_left -= e->ntypes + 1;
-	nd->total = 0;
-	return e->nnodes++;
 }
 
 /* Per-type identifier counts of the stored profiles a message may change. */
@@ -573,7 +427,7 @@ load_counts(Engine *e)
 	{
 		if (!p->exists)
 			continue;
-		p->node = new_node(e, p->profile_id, true);
+		p->node = cdp_engine_new_node(e, p->profile_id, true);
 		if (p->need_exclusive)
 			ids[n++] = p->profile_id;
 	}
@@ -596,222 +450,11 @@ load_counts(Engine *e)
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		int			ti = cdp_ident_type_index(SPI_getvalue(tup, desc, 2));
 		int			cnt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		UfNode	   *nd = &e->nodes[prof_entry(e, id, false)->node];
+		UfNode	   *nd = &e->nodes[cdp_engine_profile(e, id, false)->node];
 
 		if (ti >= 0)
 			nd->counts[ti] += cnt;
 		nd->total += cnt;
-	}
-}
-
-/* May components a and b become one without breaking a limit? */
-static bool
-can_union(Engine *e, int a, int b)
-{
-	UfNode	   *x = &e->nodes[a];
-	UfNode	   *y = &e->nodes[b];
-
-	if (x->total + y->total > cdp_max_identities_per_profile)
-		return false;
-	for (int t = 0; t < e->ntypes; t++)
-		if (x->counts[t] + y->counts[t] > cdp_ident_type_at(t)->max_per_profile)
-			return false;
-	return true;
-}
-
-/* Union two roots; the older profile wins.  Returns the root. */
-static int
-union_roots(Engine *e, int a, int b, int msg)
-{
-	int			w,
-				l;
-	UfNode	   *nw,
-			   *nl;
-
-	/* Stored profiles are older than new ones; among each, lower first. */
-	if (e->nodes[a].stored != e->nodes[b].stored)
-		w = e->nodes[a].stored ? a : b;
-	else if (e->nodes[a].stored)
-		w = e->nodes[a].profile_id < e->nodes[b].profile_id ? a : b;
-	else
-		w = Min(a, b);
-	l = (w == a) ? b : a;
-	nw = &e->nodes[w];
-	nl = &e->nodes[l];
-
-	if (nl->stored)
-	{
-		CdpMergeStep *s;
-		int			cnt = 0;
-
-		if (e->steps == NULL)
-			e->steps = palloc(sizeof(CdpMergeStep) * 16);
-		else if ((e->nsteps & 15) == 0)
-			e->steps = repalloc(e->steps, sizeof(CdpMergeStep) * (e->nsteps + 16));
-		s = &e->steps[e->nsteps++];
-		s->winner = nw->profile_id;
-		s->loser = nl->profile_id;
-		s->msg = msg;
-		for (int m = l; m >= 0; m = e->nodes[m].next_member)
-			if (e->nodes[m].stored)
-				cnt++;
-		s->members = palloc(sizeof(int64) * Max(cnt, 1));
-		s->nmembers = 0;
-		for (int m = l; m >= 0; m = e->nodes[m].next_member)
-			if (e->nodes[m].stored)
-				s->members[s->nmembers++] = e->nodes[m].profile_id;
-
-		/* Identifiers this batch already gave the loser belong to its snapshot. */
-		s->nextra = 0;
-		s->extra_types = NULL;
-		s->extra_values = NULL;
-		if (e->natt > 0)
-		{
-			bool	   *inloser = palloc0(sizeof(bool) * e->nnodes);
-
-			for (int m = l; m >= 0; m = e->nodes[m].next_member)
-				inloser[m] = true;
-			s->extra_types = palloc(sizeof(char *) * e->natt);
-			s->extra_values = palloc(sizeof(char *) * e->natt);
-			for (int a = 0; a < e->natt; a++)
-				if (inloser[e->att_node[a]])
-				{
-					CdpIdent   *id = &e->msgs[e->att_msg[a]].idents[e->att_ident[a]];
-
-					s->extra_types[s->nextra] = cdp_ident_type_at(id->type)->name;
-					s->extra_values[s->nextra++] = id->value;
-				}
-			pfree(inloser);
-		}
-	}
-
-	for (int t = 0; t < e->ntypes; t++)
-		nw->counts[t] += nl->counts[t];
-	nw->total += nl->total;
-	nl->parent = w;
-	e->nodes[nw->last_member].next_member = l;
-	nw->last_member = nl->last_member;
-	return w;
-}
-
-static int
-cmp_ident_priority(const void *a, const void *b)
-{
-	const CdpIdent *x = a;
-	const CdpIdent *y = b;
-	CdpIdentType *tx = cdp_ident_type_at(x->type);
-	CdpIdentType *ty = cdp_ident_type_at(y->type);
-	int			c;
-
-	if (tx->priority != ty->priority)
-		return tx->priority < ty->priority ? -1 : 1;
-	c = strcmp(tx->name, ty->name);
-	if (c != 0)
-		return c;
-	return strcmp(x->value, y->value);
-}
-
-static void
-attach(Engine *e, int root, CdpMessage *m, int msg, int ident)
-{
-	CdpIdent   *id = &m->idents[ident];
-
-	e->nodes[root].counts[id->type]++;
-	e->nodes[root].total++;
-	if (e->att_msg == NULL || (e->natt >= 64 && (e->natt & (e->natt - 1)) == 0))
-	{
-		Size		old = sizeof(int) * e->natt;
-		Size		size = sizeof(int) * Max(64, e->natt * 2);
-
-		e->att_msg = cdp_huge_grow(CurrentMemoryContext, e->att_msg, old, size);
-		e->att_ident = cdp_huge_grow(CurrentMemoryContext, e->att_ident, old, size);
-		e->att_node = cdp_huge_grow(CurrentMemoryContext, e->att_node, old, size);
-	}
-	e->att_msg[e->natt] = msg;
-	e->att_ident[e->natt] = ident;
-	e->att_node[e->natt] = root;
-	e->natt++;
-}
-
-/*
- * Replay message i.  It starts at its strongest identifier and takes in
- * the others while limits allow; an identifier that cannot join stays
- * where it is (and is recorded as an issue).
- */
-void
-cdp_engine_plan_message(Engine *e, CdpMessage *m, int i)
-{
-	int			cur = -1;
-
-	if (m->nidents > 1)
-		qsort(m->idents, m->nidents, sizeof(CdpIdent), cmp_ident_priority);
-
-	for (int j = 0; j < m->nidents; j++)
-	{
-		CdpIdent   *id = &m->idents[j];
-		CdpIdentType *t = cdp_ident_type_at(id->type);
-		IdentEntry *ie = id->entry ? id->entry :
-			ident_entry(e, t->name, id->value, true);
-		int			n = -1;
-
-		if (ie->node >= 0)
-			n = cdp_engine_find_root(e, ie->node);
-		else if (ie->profile_id != 0)
-		{
-			ProfEntry  *p = prof_entry(e, ie->profile_id, false);
-
-			if (p && p->node >= 0)
-			{
-				ie->node = p->node;
-				n = cdp_engine_find_root(e, p->node);
-			}
-		}
-
-		if (cur < 0)
-		{
-			if (n >= 0)
-				cur = n;
-			else
-			{
-				cur = new_node(e, 0, false);
-				ie->node = cur;
-				attach(e, cur, m, i, j);
-			}
-			continue;
-		}
-		if (n == cur)
-			continue;
-		if (n >= 0)
-		{
-			if (can_union(e, cur, n))
-				cur = union_roots(e, cur, n, i);
-			else
-				cdp_add_issue(m, t->name, id->value,
-							  "not merged: the merge would exceed an identifier limit");
-		}
-		else if (e->nodes[cur].counts[id->type] < t->max_per_profile &&
-				 e->nodes[cur].total < cdp_max_identities_per_profile)
-		{
-			ie->node = cur;
-			attach(e, cur, m, i, j);
-		}
-		else
-			cdp_add_issue(m, t->name, id->value,
-						  psprintf("not attached: the profile already has %d %s identifier(s), the limit",
-								   e->nodes[cur].counts[id->type], t->name));
-	}
-	m->node = cur;
-}
-
-/* Replay the batch's messages in order. */
-static void
-plan_messages(Engine *e)
-{
-	for (int i = 0; i < e->nmsgs; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		if (msg_active(&e->msgs[i]))
-			cdp_engine_plan_message(e, &e->msgs[i], i);
 	}
 }
 
@@ -882,7 +525,7 @@ materialize(Engine *e, int *dup_of)
 	{
 		CdpMessage *m = &e->msgs[i];
 
-		if (msg_active(m) && m->node >= 0)
+		if (cdp_msg_active(m) && m->node >= 0)
 			m->profile_id = e->nodes[cdp_engine_find_root(e, m->node)].profile_id;
 	}
 
@@ -980,7 +623,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 			total += msgs[i].nidents;
 	}
 
-	e.idents = pair_table("pg_cdp identifiers", total * 2, sizeof(IdentEntry));
+	e.idents = cdp_pair_table("pg_cdp identifiers", total * 2, sizeof(IdentEntry));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(ProfEntry);
@@ -1005,16 +648,16 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 			if (id->alias_previous)
 			{
 				keys[nkeys] = cdp_hash_key("user_id", id->value);
-				ident_entry_hashed(&e, "user_id", id->value, keys[nkeys++], true);
+				cdp_engine_ident_hashed(&e, "user_id", id->value, keys[nkeys++], true);
 				keys[nkeys] = cdp_hash_key("anonymous_id", id->value);
-				ident_entry_hashed(&e, "anonymous_id", id->value, keys[nkeys++], true);
+				cdp_engine_ident_hashed(&e, "anonymous_id", id->value, keys[nkeys++], true);
 			}
 			else
 			{
-				const char *type = ident_type_name(id);
+				const char *type = cdp_ident_type_name(id);
 
 				keys[nkeys] = cdp_hash_key(type, id->value);
-				id->entry = ident_entry_hashed(&e, type, id->value, keys[nkeys++], true);
+				id->entry = cdp_engine_ident_hashed(&e, type, id->value, keys[nkeys++], true);
 			}
 		}
 	}
@@ -1039,7 +682,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 
 	/* 4. Plan in memory. */
 	load_counts(&e);
-	plan_messages(&e);
+	cdp_engine_plan(&e);
 
 	/* 5. Write. */
 	materialize(&e, dup_of);
@@ -1047,13 +690,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 	/* The identity phase's cost, for cdp.stats and the benchmark. */
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
-	if (cdp_shared)
-	{
-		SpinLockAcquire(&cdp_shared->mutex);
-		cdp_shared->resolved += nmsgs;
-		cdp_shared->resolve_usec += INSTR_TIME_GET_MICROSEC(elapsed);
-		SpinLockRelease(&cdp_shared->mutex);
-	}
+	cdp_status_count_resolved(nmsgs, INSTR_TIME_GET_MICROSEC(elapsed));
 }
 
 /*
@@ -1087,6 +724,7 @@ cdp_lookup_profile(const char *type, const char *value)
  * input.
  */
 PG_FUNCTION_INFO_V1(cdp_resolve);
+
 Datum
 cdp_resolve(PG_FUNCTION_ARGS)
 {
@@ -1106,7 +744,7 @@ cdp_resolve(PG_FUNCTION_ARGS)
 	if (msg.err.sqlerrcode == 0 && msg.nidents > 0)
 	{
 		if (msg.nidents > 1)
-			qsort(msg.idents, msg.nidents, sizeof(CdpIdent), cmp_ident_priority);
+			qsort(msg.idents, msg.nidents, sizeof(CdpIdent), cdp_cmp_ident_priority);
 		for (int j = 0; j < msg.nidents && found == 0; j++)
 			found = cdp_lookup_profile(cdp_ident_type_at(msg.idents[j].type)->name,
 									   msg.idents[j].value);
