@@ -233,6 +233,46 @@ cdp_wait_for_drain_writers(const int64 *ids, int n)
 }
 
 /*
+ * cdp_wait_for_all_drain_writers waits until no drainer of this database
+ * has a batch resolved and not yet written.  The caller holds the global
+ * ingest lock exclusively, so no drainer can resolve (and publish) another
+ * batch until it ends: afterwards no drainer's write is in flight for the
+ * rest of the caller's transaction.
+ */
+void
+cdp_wait_for_all_drain_writers(void)
+{
+	if (drainers == NULL)
+		return;
+	for (int s = 0; s < cdp_drain_workers; s++)
+	{
+		for (;;)
+		{
+			TransactionId xid = InvalidTransactionId;
+			bool		pending;
+
+			LWLockAcquire(drainers->lock, LW_SHARED);
+			pending = drainers->db[s] == MyDatabaseId && drainers->nwrites[s] > 0;
+			if (pending)
+				xid = drainers->writer_xid[s];
+			LWLockRelease(drainers->lock);
+
+			if (!pending || TransactionIdIsCurrentTransactionId(xid))
+				break;
+			if (TransactionIdIsValid(xid))
+			{
+				XactLockTableWait(xid, NULL, NULL, XLTW_None);
+				break;
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+}
+
+/*
  * cdp_inbox_erasing: the current transaction is about to delete inbox rows
  * that drainers may have claimed.  Counted now, and again at its end.
  */

@@ -39,6 +39,7 @@
 #include "drainers.h"
 #include "inbox.h"
 #include "ingest.h"
+#include "locks.h"
 #include "profile.h"
 #include "segment_spec.h"
 #include "sources.h"
@@ -492,34 +493,57 @@ cdp_inbox_messages_from_spi(void)
 }
 
 /*
- * cdp_drain_inbox turns up to limit inbox rows into events or rejects.
- * Returns the number of rows taken; *rejected gets the rejects among them.
- * The caller is connected to SPI and owns the transaction.
+ * cdp_drain_inbox turns up to limit inbox rows into events or rejects:
+ * cdp.tick()'s drain, in the caller's transaction.  Returns the number of
+ * rows taken; *rejected gets the rejects among them.  The caller is
+ * connected to SPI and owns the transaction.
+ *
+ * It runs beside the worker's drainers without a wait cycle with them.
+ * Before it locks any inbox row it takes the global ingest lock
+ * exclusively (so no drainer resolves until it ends) and waits for every
+ * drainer's batch already resolved to be written; then it skips the rows
+ * the drainers claim.  So no drainer waits for a row it holds while it
+ * waits for a drainer, as it must when a merge empties a profile that a
+ * drainer is writing to.
  */
 int
 cdp_drain_inbox(int limit, int *rejected)
 {
+	static SPIPlanPtr probe_plan = NULL;
 	static SPIPlanPtr plan = NULL;
 	CdpMessage *msgs;
 	int			n;
-	Datum		args[1];
+	int64		lo = PG_INT64_MIN;
+	int64		hi = PG_INT64_MIN;
+	Datum		args[3];
 
 	*rejected = 0;
+	if (probe_plan == NULL)
+		probe_plan = cdp_prepare("SELECT 1 FROM cdp.inbox LIMIT 1", 0, NULL);
+	cdp_spi_exec(probe_plan, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return 0;
+
+	cdp_lock_ingest_exclusive();
+	cdp_wait_for_all_drain_writers();
+	(void) cdp_drainers_claims_span(-1, &lo, &hi);
 	if (plan == NULL)
 	{
-		Oid			argtypes[1] = {INT4OID};
+		Oid			argtypes[3] = {INT4OID, INT8OID, INT8OID};
 
 		/*
 		 * The ids as an array: one index scan deletes them, in id order,
 		 * where a join would hash them first and return them unordered.
 		 */
 		plan = cdp_prepare("DELETE FROM cdp.inbox WHERE inbox_id = ANY (ARRAY("
-						   "  SELECT inbox_id FROM cdp.inbox ORDER BY inbox_id "
-						   "  LIMIT $1 FOR UPDATE SKIP LOCKED)) "
+						   "  SELECT inbox_id FROM cdp.inbox WHERE inbox_id < $2 OR inbox_id > $3 "
+						   "  ORDER BY inbox_id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
 						   "RETURNING inbox_id, message, received_at, source, reject_reason, loaded_by",
-						   1, argtypes);
+						   3, argtypes);
 	}
 	args[0] = Int32GetDatum(limit);
+	args[1] = Int64GetDatum(lo);
+	args[2] = Int64GetDatum(hi);
 	cdp_spi_exec(plan, args, SPI_OK_DELETE_RETURNING);
 	n = SPI_processed;
 	if (n == 0)

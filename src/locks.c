@@ -83,6 +83,34 @@ acquire_global(LOCKMODE mode)
 	(void) LockAcquire(&tag, mode, false, false);
 }
 
+/* The counts are per transaction. */
+static void
+new_transaction_check(void)
+{
+	if (lock_lxid != MyProc->lxid)
+	{
+		lock_lxid = MyProc->lxid;
+		lock_count = 0;
+		lock_escalated = false;
+		lock_global_share = false;
+	}
+}
+
+/*
+ * cdp_lock_ingest_exclusive takes the global ingest lock exclusively now,
+ * before the transaction locks anything else of ours: no other writer
+ * resolves until it ends, and its own fine-grained locks are skipped.
+ */
+void
+cdp_lock_ingest_exclusive(void)
+{
+	new_transaction_check();
+	if (lock_escalated)
+		return;
+	acquire_global(ExclusiveLock);
+	lock_escalated = true;
+}
+
 /*
  * cdp_locks_escalated: does this transaction hold the global ingest lock in
  * exclusive mode?  Then no other writer can move an identifier or retire a
@@ -107,13 +135,7 @@ cdp_lock_keys(uint64 *keys, int n, bool *exclusive, int kind)
 
 	if (n == 0)
 		return;
-	if (lock_lxid != MyProc->lxid)
-	{
-		lock_lxid = MyProc->lxid;
-		lock_count = 0;
-		lock_escalated = false;
-		lock_global_share = false;
-	}
+	new_transaction_check();
 	if (lock_escalated)
 		return;
 	if (lock_count + n > CDP_MAX_FINE_LOCKS)
