@@ -41,6 +41,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -501,4 +502,86 @@ cdp_drain_init(void)
 							 &cdp_drain_synchronous_commit, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	cdp_register_task(&inbox_task);
+}
+
+/*
+ * Test hooks: the drain's two transactions, each on its own, so that an
+ * isolation spec can put a merge or an erasure between them.
+ * cdp.debug_drain_resolve(slot) resolves a batch as drainer slot (in its
+ * own transaction: call it alone) and keeps it; cdp.debug_drain_write()
+ * writes it in the caller's transaction, whose end drops the claims.  Superusers
+ * only, and never beside a worker that uses the same slot.
+ */
+static CdpDrainBatch *debug_batch = NULL;
+static MemoryContext debug_cxt = NULL;
+static int	debug_written_slot = -1;
+static bool debug_callback = false;
+
+/* As a drainer does: the claims and writes go once the write has ended. */
+static void
+debug_xact_callback(XactEvent event, void *arg)
+{
+	if (debug_written_slot < 0)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		cdp_drainers_release(debug_written_slot);
+		debug_written_slot = -1;
+	}
+}
+
+PG_FUNCTION_INFO_V1(cdp_debug_drain_resolve);
+Datum
+cdp_debug_drain_resolve(PG_FUNCTION_ARGS)
+{
+	int			slot = PG_GETARG_INT32(0);
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may drive the drain by hand")));
+	if (slot < 0 || slot >= cdp_drain_workers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("drainer slot must be between 0 and %d", cdp_drain_workers - 1)));
+	if (debug_cxt == NULL)
+		debug_cxt = AllocSetContextCreate(TopMemoryContext, "pg_cdp debug drain",
+										  ALLOCSET_DEFAULT_SIZES);
+	if (debug_batch)
+		cdp_drainers_release(debug_batch->slot);
+	MemoryContextReset(debug_cxt);
+	SPI_connect();
+	debug_batch = cdp_drain_resolve(slot, cdp_batch_size, debug_cxt);
+	SPI_finish();
+	PG_RETURN_INT32(debug_batch ? debug_batch->n : 0);
+}
+
+PG_FUNCTION_INFO_V1(cdp_debug_drain_write);
+Datum
+cdp_debug_drain_write(PG_FUNCTION_ARGS)
+{
+	int			rejected = 0;
+	int			done;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may drive the drain by hand")));
+	if (debug_batch == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no batch was resolved"),
+				 errhint("Call cdp.debug_drain_resolve() first, in a transaction of its own.")));
+	if (!debug_callback)
+	{
+		RegisterXactCallback(debug_xact_callback, NULL);
+		debug_callback = true;
+	}
+	SPI_connect();
+	done = cdp_drain_write(debug_batch, &rejected);
+	SPI_finish();
+	debug_written_slot = debug_batch->slot;
+	debug_batch = NULL;
+	PG_RETURN_INT32(done);
 }
