@@ -52,7 +52,12 @@ is($node->safe_psql('postgres', "SELECT value FROM cdp.stats WHERE metric = 'pid
 # Paused, the worker keeps its heartbeat but leaves the inbox alone.
 $node->append_conf('postgresql.conf', "cdp.worker_enabled = off\n");
 $node->reload;
-sleep(1);
+ok($node->poll_query_until('postgres', "SELECT current_setting('cdp.worker_enabled') = 'off'"),
+	'the pause reached the server');
+# rounds that end after the reload was delivered to the worker
+$rounds = $node->safe_psql('postgres', "SELECT value FROM cdp.stats WHERE metric = 'rounds'");
+$node->poll_query_until('postgres', "SELECT value >= $rounds + 3 FROM cdp.stats WHERE metric = 'rounds'")
+  or die 'the worker stopped its rounds';
 $node->safe_psql('postgres', q{INSERT INTO cdp.inbox (message) VALUES ('{"type": "track", "userId": "p", "event": "Paused"}')});
 $rounds = $node->safe_psql('postgres', "SELECT value FROM cdp.stats WHERE metric = 'rounds'");
 ok($node->poll_query_until('postgres', "SELECT value >= $rounds + 5 FROM cdp.stats WHERE metric = 'rounds'"),
@@ -87,12 +92,24 @@ ok($node->poll_query_until('postgres',
 	"SELECT value IS NOT NULL AND value <> $pid FROM cdp.stats WHERE metric = 'pid'"),
 	'a terminated worker is restarted');
 
-# DROP EXTENSION: the worker keeps running and idles.
+# DROP EXTENSION: the worker keeps running and idles. The same process
+# goes on starting rounds (its activity changes), and the postmaster never
+# had to start it again: a worker that crash-looped would change its pid
+# and log its start each time.
+my $worker = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cdp worker'};
+$pid = $node->safe_psql('postgres', $worker);
 $node->safe_psql('postgres', 'DROP EXTENSION pg_cdp CASCADE');
-sleep(1);
-is($node->safe_psql('postgres',
-	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cdp worker'"), '1',
-	'the worker idles while the extension is absent');
+my $dropped_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+ok($node->poll_query_until('postgres', qq{
+SELECT count(*) = 1 AND bool_and(pid = $pid AND state_change > '$dropped_at')
+FROM pg_stat_activity WHERE backend_type = 'pg_cdp worker'}),
+	'the worker idles while the extension is absent, in rounds, without restarting');
+is($node->safe_psql('postgres', $worker), $pid, 'still the same worker process');
+my $log = slurp_file($node->logfile);
+my $starts = () = $log =~ /pg_cdp worker started in database/g;
+is($starts, 2, 'the worker started twice: at boot and after it was terminated');
+my $exits = () = $log =~ /background worker "pg_cdp worker" \(PID \d+\) exited/g;
+is($exits, 1, 'the worker exited once: when it was terminated');
 
 $node->stop;
 done_testing();
