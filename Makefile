@@ -55,9 +55,19 @@ $(DATA_built): $(SQL_PARTS) pg_cdp.control
 	  printf '%s\n' '\echo Use "CREATE EXTENSION pg_cdp" to load this file. \quit'; \
 	  for f in $(SQL_PARTS); do echo; echo "-- $$f"; cat $$f; done ) > $@
 
-# The HTTP collector is a program of its own, with its own Makefile.
+# The HTTP collector is a program of its own, with its own Makefile and
+# libraries (libmicrohttpd, jansson, zlib): make WITH_PROGRAMS=no builds the
+# extension alone, make -C src/collector the collector alone. Programs go
+# where PostgreSQL's are, with a link on the PATH (LINKDIR), as Debian's
+# packages link their programs into /usr/bin.
+WITH_PROGRAMS ?= yes
+LINKDIR       ?= /usr/local/bin
+PG_BINDIR     := $(shell $(PG_CONFIG) --bindir)
+
+ifeq ($(WITH_PROGRAMS),yes)
 all: collector
 install: install-collector
+endif
 clean: clean-collector
 
 .PHONY: collector install-collector clean-collector
@@ -66,6 +76,8 @@ collector:
 
 install-collector: collector
 	$(MAKE) -C src/collector PG_CONFIG=$(PG_CONFIG) install
+	install -d $(DESTDIR)$(LINKDIR)
+	ln -sf $(PG_BINDIR)/pg_cdp_collector $(DESTDIR)$(LINKDIR)/pg_cdp_collector
 
 clean-collector:
 	$(MAKE) -C src/collector clean
