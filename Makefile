@@ -20,6 +20,10 @@ SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/
              src/merge.sql src/sources.sql src/worker.sql src/roles.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
+# ICU folds case and normalizes Unicode in identifier values (normalize.c);
+# PostgreSQL itself is built with it, so the library is already loaded.
+SHLIB_LINK  = -licuuc
+
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers -Isrc
 
