@@ -17,7 +17,7 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # The install script is assembled from the SQL that sits beside each C file,
 # in dependency order.
 SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/ingest.sql \
-             src/merge.sql src/sources.sql src/worker.sql src/roles.sql
+             src/merge.sql src/renormalize.sql src/sources.sql src/worker.sql src/roles.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # ICU folds case and normalizes Unicode in identifier values (normalize.c);

@@ -110,7 +110,7 @@ _PG_init(void)
 							   check_fake_now, NULL, NULL);
 	DefineCustomBoolVariable("cdp.email_provider_rules",
 							 "Apply mailbox provider rules (gmail dots, +tags) when normalizing emails.",
-							 "Change it only before identities are stored: stored values are not renormalized.",
+							 "Stored values keep the rules they were stored with until cdp.renormalize_identities() runs.",
 							 &cdp_email_provider_rules, false, PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomStringVariable("cdp.default_phone_region",

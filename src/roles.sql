@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION cdp.resolve(jsonb), cdp.stitch(regclass, boolean)
 -- cdp_admin runs the platform.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.unmerge(bigint), cdp.forget(jsonb), cdp.tick(),
+    cdp.renormalize_identities(),
     cdp.create_source(text, text, text),
     cdp.create_event_partitions(date, integer) TO cdp_admin;
 
