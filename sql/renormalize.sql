@@ -67,4 +67,34 @@ SELECT cdp.unmerge(1) AS restored;
 SELECT profile_id, type, value FROM cdp.identities WHERE profile_id IN (1, 2) ORDER BY 1, 2, 3;
 SELECT merge_id, undone_at IS NOT NULL AS undone FROM cdp.merges ORDER BY 1;
 
+-- Past some hundreds of values the identifier locks become the global ingest
+-- lock, and the owners are read once: 600 old spellings, half of whose
+-- people came back with today's spelling as another profile.
+SELECT cdp.ingest_batch(jsonb_agg(jsonb_build_object('type', 'track', 'event', 'Bulk',
+                                                     'anonymousId', 'bulk-' || i) ORDER BY i))
+FROM generate_series(1, 600) i;
+INSERT INTO cdp.identities (type, value, profile_id)
+SELECT 'email', 'Ünal.' || i || '@example.de', cdp.resolve(jsonb_build_object('anonymous_id', 'bulk-' || i))
+FROM generate_series(1, 600) i;
+SELECT cdp.ingest_batch(jsonb_agg(jsonb_build_object('type', 'track', 'event', 'Bulk', 'anonymousId', 'again-' || i,
+           'context', jsonb_build_object('traits', jsonb_build_object('email', 'ÜNAL.' || i || '@EXAMPLE.DE')))
+           ORDER BY i))
+FROM generate_series(2, 600, 2) i;
+BEGIN;
+SELECT cdp.renormalize_identities() - 'scanned' AS did;
+SELECT count(*) AS global_lock_held FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = 0 AND objid = 0
+  AND mode = 'ExclusiveLock';
+COMMIT;
+SELECT count(*) FILTER (WHERE value LIKE 'ünal.%') AS renamed,
+       count(*) FILTER (WHERE value LIKE 'Ünal.%') AS left_unfolded
+FROM cdp.identities;
+SELECT count(*) AS same_person FROM generate_series(1, 600) i
+WHERE cdp.resolve(jsonb_build_object('email', 'ünal.' || i || '@example.de'))
+      = cdp.resolve(jsonb_build_object('anonymous_id', 'bulk-' || i))
+  AND (i % 2 = 1 OR cdp.resolve(jsonb_build_object('anonymous_id', 'again-' || i))
+                    = cdp.resolve(jsonb_build_object('anonymous_id', 'bulk-' || i)));
+SELECT count(*) AS bulk_merges, bool_and(winner_id < loser_id) AS older_won
+FROM cdp.merges WHERE cause = 'renormalize' AND identifiers->0->>'value' LIKE 'ünal.%';
+
 RESET cdp.fake_now;
