@@ -159,8 +159,8 @@ ustring_step(UStringStep step, const void *arg, const UChar *src, int32_t len,
  * unicode_lower returns s (UTF-8, some byte above 0x7F) lower-cased over
  * all of Unicode, without default-ignorable code points and surrounding
  * white space, in NFC; see the top of the file.  It returns NULL when s is
- * not valid UTF-8, which only a SQL_ASCII database lets through: such
- * values are left as they are.
+ * not valid UTF-8, which a UTF-8 database never stores; the caller then
+ * keeps the ASCII folding.
  */
 static char *
 unicode_lower(const char *s)
