@@ -17,12 +17,16 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # The install script is assembled from the SQL that sits beside each C file,
 # in dependency order.
 SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/registry.sql \
-             src/ingest.sql src/merge.sql src/erase.sql src/sources.sql src/drain.sql \
-             src/worker.sql
+             src/ingest.sql src/merge.sql src/erase.sql src/renormalize.sql src/sources.sql \
+             src/drain.sql src/worker.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts stay installable, and each release ships the
 # upgrade from the one before (tested against a fresh install).
 DATA       = $(wildcard upgrade/$(EXTENSION)--*.sql)
+
+# ICU folds case and normalizes Unicode in identifier values (normalize.c);
+# PostgreSQL itself is built with it, so the library is already loaded.
+SHLIB_LINK  = -licuuc
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers -Isrc

@@ -55,6 +55,10 @@ SELECT cdp.track('{"email": "x@shop.test"}', 'x');
 SELECT count(*) FROM cdp.profiles;
 RESET ROLE;
 
+SET ROLE regress_analyst;
+SELECT cdp.renormalize_identities();  -- only cdp_admin renormalizes
+RESET ROLE;
+
 -- security definer functions pin their search_path
 SELECT proname, proconfig FROM pg_proc
 WHERE pronamespace = 'cdp'::regnamespace AND prosecdef ORDER BY 1;

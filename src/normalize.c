@@ -10,9 +10,32 @@
  * they carry no country code.  A value that cannot be normalized is
  * reported with the reason, never guessed.
  *
+ * Case folding (emails and the "lower" normalizer) covers all of Unicode,
+ * whatever the database's collation: ICU's full lower-case mapping in the
+ * root locale, which is what lower() does under the ICU root collation
+ * ("und-x-icu").  So "É" becomes "é", "İ" becomes "i" followed by U+0307
+ * COMBINING DOT ABOVE, a final capital sigma becomes "ς", and "ß" stays
+ * "ß" ("ẞ" becomes "ß"): lower-casing, not case folding, because folding
+ * "ß" to "ss" or "ς" to "σ" would turn one internationalized domain name
+ * into another.  Default-ignorable code points (zero-width spaces and
+ * joiners, the word joiner, the byte order mark, soft hyphens, bidi
+ * controls, variation selectors, tags) are dropped wherever they are,
+ * white space is trimmed at both ends, and the result is composed to NFC,
+ * so an "é" typed as "e" plus a combining accent is the same "é".  The
+ * result is stable: normalizing it again changes nothing, which
+ * cdp.renormalize_identities relies on.
+ *
+ * Nearly every value is ASCII, and for those all of this is the ASCII
+ * lower-casing it always was: ICU is only called when a byte above 0x7F is
+ * seen.  Outside UTF-8 databases only ASCII letters are folded.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -29,7 +52,7 @@ cdp_normalize_init(void)
 {
 	DefineCustomBoolVariable("cdp.email_provider_rules",
 							 "Apply mailbox provider rules (gmail dots, +tags) when normalizing emails.",
-							 "Change it only before identities are stored: stored values are not renormalized.",
+							 "Stored values keep the rules they were stored with until cdp.renormalize_identities() runs.",
 							 &cdp_email_provider_rules, false, PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomStringVariable("cdp.default_phone_region",
@@ -102,13 +125,166 @@ has_control_chars(const char *s)
 }
 
 /*
+ * The ICU steps of unicode_lower: each writes src into a fresh buffer,
+ * growing it once if ICU says it was too small.
+ */
+typedef int32_t (*UStringStep) (const void *arg, UChar *dest, int32_t cap,
+								const UChar *src, int32_t len,
+								UErrorCode *status);
+
+static int32_t
+step_lower(const void *arg, UChar *dest, int32_t cap, const UChar *src,
+		   int32_t len, UErrorCode *status)
+{
+	/* "" is the root locale; NULL would be the process's, maybe Turkish */
+	return u_strToLower(dest, cap, src, len, "", status);
+}
+
+static int32_t
+step_nfc(const void *arg, UChar *dest, int32_t cap, const UChar *src,
+		 int32_t len, UErrorCode *status)
+{
+	return unorm2_normalize((const UNormalizer2 *) arg, src, len, dest, cap, status);
+}
+
+static UChar *
+ustring_step(UStringStep step, const void *arg, const UChar *src, int32_t len,
+			 int32_t *outlen)
+{
+	/* lower-casing may lengthen a string, to three units for one at most */
+	int32_t		cap = len + 8;
+	UChar	   *dest = palloc(sizeof(UChar) * cap);
+	UErrorCode	status = U_ZERO_ERROR;
+	int32_t		n = step(arg, dest, cap, src, len, &status);
+
+	if (status == U_BUFFER_OVERFLOW_ERROR)
+	{
+		pfree(dest);
+		cap = n + 1;
+		dest = palloc(sizeof(UChar) * cap);
+		status = U_ZERO_ERROR;
+		n = step(arg, dest, cap, src, len, &status);
+	}
+	if (U_FAILURE(status))
+		elog(ERROR, "pg_cdp: ICU could not normalize a value: %s", u_errorName(status));
+	*outlen = n;
+	return dest;
+}
+
+/*
+ * unicode_lower returns s (UTF-8, some byte above 0x7F) lower-cased over
+ * all of Unicode, without default-ignorable code points and surrounding
+ * white space, in NFC; see the top of the file.  It returns NULL when s is
+ * not valid UTF-8, which a UTF-8 database never stores; the caller then
+ * keeps the ASCII folding.
+ */
+static char *
+unicode_lower(const char *s)
+{
+	static const UNormalizer2 *nfc = NULL;
+	int32_t		len = strlen(s);
+	UChar	   *u = palloc(sizeof(UChar) * (len + 1));
+	UChar	   *lower;
+	int32_t		n;
+	int32_t		k = 0;
+	int32_t		start = 0;
+	UErrorCode	status = U_ZERO_ERROR;
+	char	   *out;
+	int32_t		outlen;
+
+	if (nfc == NULL)
+	{
+		nfc = unorm2_getNFCInstance(&status);
+		if (U_FAILURE(status))
+			elog(ERROR, "pg_cdp: ICU has no NFC normalizer: %s", u_errorName(status));
+	}
+
+	/* UTF-16 never needs more units than UTF-8 needs bytes */
+	u_strFromUTF8(u, len + 1, &n, s, len, &status);
+	if (U_FAILURE(status))
+		return NULL;
+
+	/* Drop the invisible, then trim white space. */
+	for (int32_t i = 0; i < n;)
+	{
+		int32_t		at = i;
+		UChar32		c;
+
+		U16_NEXT(u, i, n, c);
+		if (u_hasBinaryProperty(c, UCHAR_DEFAULT_IGNORABLE_CODE_POINT))
+			continue;
+		while (at < i)
+			u[k++] = u[at++];
+	}
+	n = k;
+	while (start < n)
+	{
+		int32_t		i = start;
+		UChar32		c;
+
+		U16_NEXT(u, i, n, c);
+		if (!u_isUWhiteSpace(c))
+			break;
+		start = i;
+	}
+	while (n > start)
+	{
+		int32_t		i = n;
+		UChar32		c;
+
+		U16_PREV(u, start, i, c);
+		if (!u_isUWhiteSpace(c))
+			break;
+		n = i;
+	}
+
+	lower = ustring_step(step_lower, NULL, u + start, n - start, &n);
+	status = U_ZERO_ERROR;
+	if (unorm2_quickCheck(nfc, lower, n, &status) != UNORM_YES || U_FAILURE(status))
+		lower = ustring_step(step_nfc, nfc, lower, n, &n);
+
+	status = U_ZERO_ERROR;
+	u_strToUTF8(NULL, 0, &outlen, lower, n, &status);
+	if (status != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(status))
+		elog(ERROR, "pg_cdp: ICU could not encode a value: %s", u_errorName(status));
+	out = palloc(outlen + 1);
+	status = U_ZERO_ERROR;
+	u_strToUTF8(out, outlen + 1, NULL, lower, n, &status);
+	if (U_FAILURE(status))
+		elog(ERROR, "pg_cdp: ICU could not encode a value: %s", u_errorName(status));
+	return out;
+}
+
+/*
+ * fold_case lower-cases s: in place while it is ASCII, through
+ * unicode_lower (a new string) once a byte above 0x7F shows up.
+ */
+static char *
+fold_case(char *s)
+{
+	unsigned char high = 0;
+	char	   *folded;
+
+	for (char *p = s; *p; p++)
+	{
+		high |= (unsigned char) *p;
+		if (*p >= 'A' && *p <= 'Z')
+			*p += 'a' - 'A';
+	}
+	if ((high & 0x80) == 0 || GetDatabaseEncoding() != PG_UTF8)
+		return s;
+	folded = unicode_lower(s);
+	return folded ? folded : s;
+}
+
+/*
  * cdp_normalize_email_str returns the normalized address, or NULL with
  * *why set when raw is not an email address.
  */
 char *
 cdp_normalize_email_str(const char *raw, const char **why)
 {
-	char	   *s = trim_copy(raw);
+	char	   *s = fold_case(trim_copy(raw));
 	char	   *at;
 	char	   *domain;
 	size_t		len = strlen(s);
@@ -146,11 +322,6 @@ cdp_normalize_email_str(const char *raw, const char **why)
 		*why = "the email domain must be a dotted host name";
 		return NULL;
 	}
-
-	/* Case-fold ASCII; non-ASCII (internationalized) bytes stay as sent. */
-	for (char *p = s; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p += 'a' - 'A';
 
 	if (cdp_email_provider_rules)
 	{
@@ -275,6 +446,8 @@ cdp_normalize_value(CdpIdentType *type, const char *raw, const char **why)
 		case CDP_NORM_LOWER:
 		case CDP_NORM_TRIM:
 			s = trim_copy(raw);
+			if (type->normalizer == CDP_NORM_LOWER)
+				s = fold_case(s);
 			if (s[0] == '\0')
 			{
 				*why = "the value is empty";
@@ -290,10 +463,6 @@ cdp_normalize_value(CdpIdentType *type, const char *raw, const char **why)
 				*why = "the value contains control characters";
 				return NULL;
 			}
-			if (type->normalizer == CDP_NORM_LOWER)
-				for (char *p = s; *p; p++)
-					if (*p >= 'A' && *p <= 'Z')
-						*p += 'a' - 'A';
 			return s;
 	}
 	*why = "unknown normalizer";

@@ -158,3 +158,26 @@ CREATE FUNCTION cdp.debug_drain_write() RETURNS integer
 COMMENT ON FUNCTION cdp.debug_drain_write() IS
     'Test hook: writes the batch cdp.debug_drain_resolve() resolved, in this transaction';
 REVOKE ALL ON FUNCTION cdp.debug_drain_resolve(integer), cdp.debug_drain_write() FROM PUBLIC;
+
+-- Emails and the lower normalizer now fold case over all of Unicode: the way
+-- back for identities 0.1.0 stored unfolded. Not run here: on a large
+-- database it holds the global ingest lock while it scans every identity,
+-- and its merges are worth a look first. Run it once the new library is
+-- loaded, while ingestion is quiet.
+CREATE FUNCTION cdp.renormalize_identities() RETURNS jsonb
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_renormalize_identities';
+COMMENT ON FUNCTION cdp.renormalize_identities() IS
+    'Normalizes every stored identity again: renames values whose normal form changed and merges the profiles that now share one (cause ''renormalize'', limits permitting); returns counts';
+REVOKE ALL ON FUNCTION cdp.renormalize_identities() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.renormalize_identities() TO cdp_admin;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM cdp.identities WHERE octet_length(value) <> length(value)) THEN
+        RAISE NOTICE 'some stored identities are not plain ASCII'
+            USING DETAIL = 'pg_cdp 0.2.0 folds case over all of Unicode; values stored by 0.1.0 may be spelled differently.',
+                  HINT = 'Run SELECT cdp.renormalize_identities() to bring them to the new spelling and merge what now collides.';
+    END IF;
+END
+$$;
