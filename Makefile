@@ -66,6 +66,21 @@ install-collector: collector
 clean-collector:
 	$(MAKE) -C src/collector clean
 
+# So is the bulk loader, which compiles the collector's JSON validator.
+all: loader
+install: install-loader
+clean: clean-loader
+
+.PHONY: loader install-loader clean-loader
+loader:
+	$(MAKE) -C src/loader PG_CONFIG=$(PG_CONFIG)
+
+install-loader: loader
+	$(MAKE) -C src/loader PG_CONFIG=$(PG_CONFIG) install
+
+clean-loader:
+	$(MAKE) -C src/loader clean
+
 .PHONY: test demo bench deps
 deps:
 	scripts/deps.sh
