@@ -25,6 +25,7 @@
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -81,14 +82,27 @@ typedef struct Buf
 	size_t		cap;
 } Buf;
 
+/*
+ * A file being read: plain or gzip (its first two bytes say), each read
+ * taking what is there, so that lines arriving on a pipe are loaded as they
+ * come.
+ */
 typedef struct Reader
 {
-	gzFile		gz;
+	int			fd;
 	const char *name;			/* as shown: the path, or "stdin" */
-	char	   *buf;
+	unsigned char *in;			/* bytes read from the file */
+	size_t		in_len;			/* of a plain file, not yet handed out */
+	char	   *out;			/* inflated bytes */
+	const char *buf;			/* the bytes handed out: in or out */
 	size_t		pos;
 	size_t		len;
-	bool		eof;
+	bool		gzip;
+	bool		raw_eof;
+	bool		member_done;	/* a gzip member ended; another may follow */
+	z_stream	zs;
+	const char *error;
+	long long	offset;			/* bytes read from the file */
 	long long	size;			/* of a regular file, else 0 */
 } Reader;
 
@@ -446,17 +460,40 @@ pause_seconds(int s)
 		;
 }
 
+typedef enum CopyOutcome
+{
+	COPY_COMMITTED,
+	COPY_REFUSED,				/* PostgreSQL refused it: sending it again will not help */
+	COPY_BROKEN					/* the connection broke, or the error may pass */
+} CopyOutcome;
+
+/* How a failed COPY ended: an error of the batch itself, or one that may pass. */
+static CopyOutcome
+failure(PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	if (PQstatus(conn) != CONNECTION_OK || state == NULL)
+		return COPY_BROKEN;
+	/* as the drain's transient errors: connection, rollback, resources, shutdown, I/O */
+	if (strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+		strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0 ||
+		strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0)
+		return COPY_BROKEN;
+	return COPY_REFUSED;
+}
+
 /*
- * One COPY of the batch, in its own transaction.  A connection that breaks
- * is made anew and the batch sent again: should the first COPY have
- * committed after all, its lines come twice and the drain drops the second
- * copies by message id.
+ * One COPY of the batch, in its own transaction.  When the connection
+ * breaks it is made anew and the batch sent again: should the first COPY
+ * have committed after all, its lines come twice and the drain drops the
+ * second copies by message id.
  */
-static bool
+static CopyOutcome
 copy_batch(const char **error)
 {
 	PGresult   *res;
-	bool		ok;
+	CopyOutcome outcome = COPY_COMMITTED;
 
 	*error = NULL;
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
@@ -467,37 +504,39 @@ copy_batch(const char **error)
 		if (conn == NULL)
 		{
 			*error = "cannot connect";
-			return false;
+			return COPY_BROKEN;
 		}
 	}
 	res = PQexec(conn, "COPY cdp.inbox (message, source, reject_reason) FROM STDIN");
 	if (PQresultStatus(res) != PGRES_COPY_IN)
 	{
 		*error = last_error(conn);
+		outcome = failure(res);
 		PQclear(res);
-		return false;
+		return outcome;
 	}
 	PQclear(res);
-	ok = true;
-	for (size_t off = 0; ok && off < batch.len; off += 1024 * 1024)
+	for (size_t off = 0; outcome == COPY_COMMITTED && off < batch.len; off += 1024 * 1024)
 	{
 		size_t		n = batch.len - off < 1024 * 1024 ? batch.len - off : 1024 * 1024;
 
-		ok = PQputCopyData(conn, batch.data + off, (int) n) == 1;
+		if (PQputCopyData(conn, batch.data + off, (int) n) != 1)
+			outcome = COPY_BROKEN;
 	}
-	if (ok)
-		ok = PQputCopyEnd(conn, NULL) == 1;
-	if (ok)
+	if (outcome == COPY_COMMITTED && PQputCopyEnd(conn, NULL) != 1)
+		outcome = COPY_BROKEN;
+	if (outcome == COPY_COMMITTED)
 	{
 		res = PQgetResult(conn);
-		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			outcome = failure(res);
 		PQclear(res);
 	}
-	if (!ok)
+	if (outcome != COPY_COMMITTED)
 		*error = last_error(conn);
 	while ((res = PQgetResult(conn)) != NULL)
 		PQclear(res);
-	return ok;
+	return outcome;
 }
 
 static void
@@ -520,21 +559,19 @@ flush_batch(const char *file, long long last, Counts *file_counts, Counts *commi
 	{
 		for (int attempt = 0;; attempt++)
 		{
-			if (copy_batch(&error))
+			CopyOutcome outcome = copy_batch(&error);
+
+			if (outcome == COPY_COMMITTED)
 				break;
-			if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
-			{
-				/* PostgreSQL refused the batch itself: sending it again will not help */
-				attempt = MAX_RETRIES;
-			}
-			if (attempt >= MAX_RETRIES)
+			if (outcome == COPY_REFUSED || attempt >= MAX_RETRIES)
 			{
 				note("%s: lines %lld to %lld were not loaded: %s", file, batch_first_line, last,
 					 error);
-				die(EXIT_DATABASE, "%s: lines before %lld are in cdp.inbox; the same command "
-					"loads the rest%s", file, batch_first_line,
-					opt.line_ids ? " (what was loaded already comes again as duplicates, "
-					"which the drain drops)" : "");
+				if (batch_first_line > 1)
+					note("%s: lines 1 to %lld are in cdp.inbox", file, batch_first_line - 1);
+				die(EXIT_DATABASE, "the same command loads the rest: %s",
+					opt.line_ids ? "lines loaded already come again as duplicates, which the drain drops" :
+					"lines loaded already that have no messageId load again (--no-line-ids)");
 			}
 			note("%s: lines %lld to %lld: %s; sending them again in %d s", file,
 				 batch_first_line, last, error, 1 << attempt);
@@ -553,6 +590,143 @@ flush_batch(const char *file, long long last, Counts *file_counts, Counts *commi
 }
 
 /* ---- lines ---- */
+
+/* Read from the file: > 0 bytes, 0 at its end, -1 on an error. */
+static ssize_t
+raw_read(Reader *r, void *p, size_t n)
+{
+	ssize_t		k;
+
+	do
+		k = read(r->fd, p, n);
+	while (k < 0 && errno == EINTR);
+	if (k < 0)
+		r->error = strerror(errno);
+	else
+		r->offset += k;
+	return k;
+}
+
+/* Open a file (- is stdin), and see whether it is gzip. */
+static bool
+open_reader(Reader *r, const char *path)
+{
+	ssize_t		n;
+
+	memset(r, 0, sizeof(*r));
+	r->name = strcmp(path, "-") == 0 ? "stdin" : path;
+	r->fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY);
+	if (r->fd < 0)
+	{
+		r->error = strerror(errno);
+		return false;
+	}
+	if (r->fd != STDIN_FILENO)
+	{
+		struct stat st;
+
+		if (fstat(r->fd, &st) == 0 && S_ISREG(st.st_mode))
+			r->size = st.st_size;
+	}
+	r->in = malloc(READ_CHUNK);
+	r->out = malloc(READ_CHUNK);
+	if (r->in == NULL || r->out == NULL)
+		die(EXIT_USAGE, "out of memory");
+	while (r->in_len < 2 && (n = raw_read(r, r->in + r->in_len, READ_CHUNK - r->in_len)) > 0)
+		r->in_len += n;
+	if (r->error)
+		return false;
+	r->raw_eof = r->in_len == 0;
+	if (r->in_len >= 2 && r->in[0] == 0x1f && r->in[1] == 0x8b)
+	{
+		r->gzip = true;
+		if (inflateInit2(&r->zs, 15 + 16) != Z_OK)
+			die(EXIT_USAGE, "out of memory");
+		r->zs.next_in = r->in;
+		r->zs.avail_in = r->in_len;
+		r->in_len = 0;
+	}
+	return true;
+}
+
+static void
+close_reader(Reader *r)
+{
+	if (r->gzip)
+		inflateEnd(&r->zs);
+	if (r->fd > STDIN_FILENO)
+		close(r->fd);
+	free(r->in);
+	free(r->out);
+}
+
+/* Hand out the next bytes of the file: 1, or 0 at its end, -1 on an error. */
+static int
+fill(Reader *r)
+{
+	ssize_t		n;
+
+	r->pos = 0;
+	r->len = 0;
+	if (!r->gzip)
+	{
+		if (r->in_len == 0 && !r->raw_eof)
+		{
+			n = raw_read(r, r->in, READ_CHUNK);
+			if (n < 0)
+				return -1;
+			r->in_len = n;
+			r->raw_eof = n == 0;
+		}
+		r->buf = (const char *) r->in;
+		r->len = r->in_len;
+		r->in_len = 0;
+		return r->len > 0;
+	}
+	for (;;)
+	{
+		int			zrc;
+
+		if (r->zs.avail_in == 0 && !r->raw_eof)
+		{
+			n = raw_read(r, r->in, READ_CHUNK);
+			if (n < 0)
+				return -1;
+			r->raw_eof = n == 0;
+			r->zs.next_in = r->in;
+			r->zs.avail_in = n;
+		}
+		if (r->member_done)
+		{
+			/* gzip files may be concatenated */
+			if (r->zs.avail_in == 0)
+				return 0;
+			inflateReset(&r->zs);
+			r->member_done = false;
+		}
+		if (r->zs.avail_in == 0)
+		{
+			r->error = "unexpected end of the compressed data";
+			return -1;
+		}
+		r->zs.next_out = (unsigned char *) r->out;
+		r->zs.avail_out = READ_CHUNK;
+		zrc = inflate(&r->zs, Z_NO_FLUSH);
+		if (zrc == Z_STREAM_END)
+			r->member_done = true;
+		else if (zrc != Z_OK && zrc != Z_BUF_ERROR)
+		{
+			r->error = r->zs.msg ? r->zs.msg : "the compressed data is corrupt";
+			return -1;
+		}
+		if (r->zs.avail_out < READ_CHUNK)
+		{
+			r->buf = r->out;
+			r->len = READ_CHUNK - r->zs.avail_out;
+			return 1;
+		}
+	}
+}
 
 /*
  * Read the next line into line, keeping at most keep of its bytes; *total
@@ -573,24 +747,10 @@ read_line(Reader *r, Buf *line, size_t keep, size_t *total)
 
 		if (r->pos == r->len)
 		{
-			int			n;
-			int			err;
+			int			rc = fill(r);
 
-			if (r->eof)
-				return *total > 0 ? 1 : 0;
-			n = gzread(r->gz, r->buf, READ_CHUNK);
-			if (n < 0)
-				return -1;
-			if (n == 0)
-			{
-				gzerror(r->gz, &err);
-				if (err != Z_OK)
-					return -1;
-				r->eof = true;
-				continue;
-			}
-			r->pos = 0;
-			r->len = (size_t) n;
+			if (rc <= 0)
+				return rc < 0 ? -1 : *total > 0 ? 1 : 0;
 		}
 		start = r->buf + r->pos;
 		avail = r->len - r->pos;
@@ -783,7 +943,7 @@ report_progress(Reader *r, const Counts *c, double started)
 	char		pct[32] = "";
 
 	if (r->size > 0)
-		snprintf(pct, sizeof(pct), " (%.0f%%)", 100.0 * gzoffset(r->gz) / r->size);
+		snprintf(pct, sizeof(pct), " (%.0f%%)", 100.0 * r->offset / r->size);
 	note("%s: %lld lines read%s, %lld loaded, %lld rejected, %.0f lines/s",
 		 r->name, c->lines + batch_counts.lines, pct, c->loaded, c->rejected,
 		 elapsed > 0 ? (c->lines + batch_counts.lines) / elapsed : 0.0);
@@ -812,31 +972,14 @@ load_file(const char *path, Counts *total)
 	double		started = now_seconds();
 	double		next_report = started + opt.progress_s;
 	int			rc;
-	struct stat st;
 
-	memset(&r, 0, sizeof(r));
 	memset(&counts, 0, sizeof(counts));
-	if (strcmp(path, "-") == 0)
+	if (!open_reader(&r, path))
 	{
-		r.name = "stdin";
-		r.gz = gzdopen(dup(STDIN_FILENO), "rb");
-	}
-	else
-	{
-		r.name = path;
-		r.gz = gzopen(path, "rb");
-	}
-	if (r.gz == NULL)
-	{
-		note("cannot open %s: %s", r.name, strerror(errno));
+		note("cannot read %s: %s", r.name, r.error);
+		close_reader(&r);
 		return false;
 	}
-	if (strcmp(path, "-") != 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode))
-		r.size = st.st_size;
-	gzbuffer(r.gz, READ_CHUNK);
-	r.buf = malloc(READ_CHUNK);
-	if (r.buf == NULL)
-		die(EXIT_USAGE, "out of memory");
 
 	batch_first_line = 1;
 	while ((rc = read_line(&r, &line, keep, &len)) == 1)
@@ -852,19 +995,9 @@ load_file(const char *path, Counts *total)
 	}
 	flush_batch(r.name, lineno, &counts, total);
 	if (rc < 0)
-	{
-		int			err;
-		const char *msg = gzerror(r.gz, &err);
-
-		/* zlib's message starts with the path */
-		if (strncmp(msg, path, strlen(path)) == 0 && strncmp(msg + strlen(path), ": ", 2) == 0)
-			msg += strlen(path) + 2;
-		note("%s: cannot read past line %lld: %s", r.name, lineno,
-			 err == Z_ERRNO ? strerror(errno) : msg);
-	}
+		note("%s: cannot read past line %lld: %s", r.name, lineno, r.error);
 	print_summary(r.name, &counts, rc < 0 ? " (stopped by a read error)" : "");
-	gzclose(r.gz);
-	free(r.buf);
+	close_reader(&r);
 	free(line.data);
 	return rc == 0;
 }
