@@ -361,18 +361,36 @@ connect_db(void)
 	return c;
 }
 
+static void
+start_failed(const char *what, PGresult *res)
+__attribute__((noreturn));
+
+/* A query at start failed: exit saying what failed. */
+static void
+start_failed(const char *what, PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (PQstatus(conn) == CONNECTION_BAD)
+		die(EXIT_DATABASE, "lost the connection to PostgreSQL while trying to %s: %s", what,
+			last_error(conn));
+	if (state && strcmp(state, "42501") == 0 && opt.source && !opt.write_key)
+		die(EXIT_USAGE, "cannot %s: %s\n"
+			"HINT:  Give the source's write key (PG_CDP_WRITE_KEY or --write-key), or connect "
+			"as a role that may read cdp.sources.", what,
+			PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	die(EXIT_USAGE, "cannot %s: %s", what, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+}
+
 /* A query at start: its result, or an exit saying what failed. */
 static PGresult *
 start_query(const char *what, const char *sql, int nparams, const char *const *params)
 {
 	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 
-	if (PQresultStatus(res) == PGRES_TUPLES_OK)
-		return res;
-	if (PQstatus(conn) == CONNECTION_BAD)
-		die(EXIT_DATABASE, "lost the connection to PostgreSQL while trying to %s: %s", what,
-			last_error(conn));
-	die(EXIT_USAGE, "cannot %s: %s", what, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		start_failed(what, res);
+	return res;
 }
 
 /*
@@ -425,21 +443,8 @@ check_database(void)
 	{
 		const char *params[1] = {opt.source};
 
-		res = PQexecParams(conn, "SELECT name, enabled FROM cdp.sources WHERE name = $1",
-						   1, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		{
-			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-
-			if (state && strcmp(state, "42501") == 0)
-				die(EXIT_USAGE, "cannot check source \"%s\": %s\n"
-					"HINT:  Give the source's write key (PG_CDP_WRITE_KEY or --write-key), or connect "
-					"as a role that may read cdp.sources.", opt.source,
-					PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-			PQclear(res);
-			res = start_query("check the source",
-							  "SELECT name, enabled FROM cdp.sources WHERE name = $1", 1, params);
-		}
+		res = start_query("check the source",
+						  "SELECT name, enabled FROM cdp.sources WHERE name = $1", 1, params);
 		if (PQntuples(res) == 0)
 			die(EXIT_USAGE, "source \"%s\" does not exist\n"
 				"HINT:  Create it with SELECT cdp.create_source('%s').", opt.source, opt.source);
@@ -821,7 +826,7 @@ add_reject(const char *p, size_t len, const char *reason)
 static void
 take_line(const char *file, long long lineno, char *p, size_t len, size_t total)
 {
-	char		reason[1024];
+	char		reason[8192];
 	size_t		bad;
 	const char *err;
 	size_t		errpos;
@@ -1095,7 +1100,9 @@ main(int argc, char **argv)
 				opt.source = optarg;
 				break;
 			case 'k':
-				opt.write_key = optarg;
+				/* keep it out of the process list from now on */
+				opt.write_key = strdup(optarg);
+				memset(optarg, 'x', strlen(optarg));
 				break;
 			case 'b':
 				opt.batch_lines = int_option("batch-size", optarg, 1, 1000000);
