@@ -86,6 +86,25 @@ install-collector: collector
 clean-collector:
 	$(MAKE) -C src/collector clean
 
+# So is the bulk loader, which compiles the collector's JSON validator.
+ifeq ($(WITH_PROGRAMS),yes)
+all: loader
+install: install-loader
+endif
+clean: clean-loader
+
+.PHONY: loader install-loader clean-loader
+loader:
+	$(MAKE) -C src/loader PG_CONFIG=$(PG_CONFIG)
+
+install-loader: loader
+	$(MAKE) -C src/loader PG_CONFIG=$(PG_CONFIG) install
+	install -d $(DESTDIR)$(LINKDIR)
+	ln -sf $(PG_BINDIR)/pg_cdp_load $(DESTDIR)$(LINKDIR)/pg_cdp_load
+
+clean-loader:
+	$(MAKE) -C src/loader clean
+
 .PHONY: test demo bench deps
 deps:
 	scripts/deps.sh
