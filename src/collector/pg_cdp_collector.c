@@ -101,8 +101,8 @@ add_cors(struct MHD_Connection *conn, struct MHD_Response *resp)
 }
 
 static enum MHD_Result
-respond(struct MHD_Connection *conn, unsigned int status, const char *body,
-		const char *content_type)
+respond_ex(struct MHD_Connection *conn, unsigned int status, const char *body,
+		   const char *content_type, bool close)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -115,21 +115,37 @@ respond(struct MHD_Connection *conn, unsigned int status, const char *body,
 		MHD_add_response_header(resp, "Retry-After", "1");
 	if (status == 401)
 		MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"pg_cdp\"");
+	if (close)
+		MHD_add_response_header(resp, "Connection", "close");
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;
 }
 
 static enum MHD_Result
-respond_error(struct MHD_Connection *conn, unsigned int status, const char *message)
+respond(struct MHD_Connection *conn, unsigned int status, const char *body,
+		const char *content_type)
+{
+	return respond_ex(conn, status, body, content_type, false);
+}
+
+static enum MHD_Result
+respond_error_ex(struct MHD_Connection *conn, unsigned int status, const char *message,
+				 bool close)
 {
 	json_t	   *o = json_pack("{s:b, s:s}", "success", 0, "error", message);
 	char	   *s = json_dumps(o, JSON_COMPACT);
-	enum MHD_Result ret = respond(conn, status, s, "application/json");
+	enum MHD_Result ret = respond_ex(conn, status, s, "application/json", close);
 
 	free(s);
 	json_decref(o);
 	return ret;
+}
+
+static enum MHD_Result
+respond_error(struct MHD_Connection *conn, unsigned int status, const char *message)
+{
+	return respond_error_ex(conn, status, message, false);
 }
 
 static enum MHD_Result
@@ -238,13 +254,19 @@ typedef struct Request
 	char		received_at[40];
 } Request;
 
-/* Inflate a gzip body, refusing to grow past limit (a gzip bomb). */
+/*
+ * Inflate a gzip body, refusing to grow past limit (a gzip bomb).  A gzip
+ * body is a series of members (RFC 1952) and each is read; anything else
+ * after a member is refused rather than dropped.  Returns 0, -1 for bad
+ * gzip, -2 for too large, -3 for bytes after the last member.
+ */
 static int
 inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *outlen)
 {
 	z_stream	zs;
 	char	   *buf = malloc(limit + 1);
 	int			rc;
+	int			result = 0;
 
 	if (buf == NULL)
 		return -1;
@@ -258,22 +280,40 @@ inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *out
 	zs.avail_in = inlen;
 	zs.next_out = (Bytef *) buf;
 	zs.avail_out = limit + 1;
-	rc = inflate(&zs, Z_FINISH);
+	for (;;)
+	{
+		rc = inflate(&zs, Z_FINISH);
+		if (rc != Z_STREAM_END)
+		{
+			/* output full before the end: the inflated body is over the limit */
+			result = (zs.avail_out == 0) ? -2 : -1;
+			break;
+		}
+		if (zs.avail_in == 0)
+			break;
+		if (zs.avail_in < 2 || zs.next_in[0] != 0x1f || zs.next_in[1] != 0x8b)
+		{
+			result = -3;
+			break;
+		}
+		/* the next member; the output so far stays where it is */
+		if (inflateReset(&zs) != Z_OK)
+		{
+			result = -1;
+			break;
+		}
+	}
 	inflateEnd(&zs);
-	if (rc != Z_STREAM_END)
+	*outlen = (limit + 1) - zs.avail_out;
+	if (result == 0 && *outlen > limit)
+		result = -2;
+	if (result != 0)
 	{
 		free(buf);
-		/* output full before the end: the inflated body is over the limit */
-		return (zs.avail_out == 0) ? -2 : -1;
+		return result;
 	}
 	*out = buf;
-	*outlen = zs.total_out;
 	buf[*outlen] = '\0';
-	if (*outlen > limit)
-	{
-		free(buf);
-		return -2;
-	}
 	return 0;
 }
 
@@ -329,7 +369,7 @@ piece(LineSet *set, size_t *size, const char *p, size_t len)
  * plus the batch's context and sentAt where the message has none.  Only a
  * message that needs one of these edits is rebuilt, member by member.
  */
-static void
+static size_t
 add_message(LineSet *set, Request *req, JsonSpan msg, const BatchDefaults *defaults,
 			const char *source, const char *too_large)
 {
@@ -407,15 +447,16 @@ add_message(LineSet *set, Request *req, JsonSpan msg, const BatchDefaults *defau
 	}
 	lineset_end(set, req->received_at, source,
 				size > (size_t) cfg.max_message ? too_large : NULL);
+	return size;
 }
 
 /*
  * Turn the validated body into inbox lines.  Returns the HTTP status to
- * send when the request as a whole is refused, 0 otherwise.
+ * send when the request as a whole is refused (and why), 0 otherwise.
  */
 static int
 collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
-			  const char **why)
+			  char *why, size_t whylen)
 {
 	BatchDefaults defaults = {{NULL, 0}, {NULL, 0}};
 	JsonSpan	batch = {NULL, 0};
@@ -430,12 +471,17 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 
 	if (jscan_kind(body) != '{')
 	{
-		*why = "the body must be a JSON object";
+		snprintf(why, whylen, "the body must be a JSON object");
 		return 400;
 	}
 	if (req->type != NULL)
 	{
-		add_message(set, req, body, &defaults, source, too_large);
+		/* A single message has no others to land: refuse it whole. */
+		if (add_message(set, req, body, &defaults, source, too_large) > (size_t) cfg.max_message)
+		{
+			snprintf(why, whylen, "the message is larger than %d bytes", cfg.max_message);
+			return 413;
+		}
 		return 0;
 	}
 
@@ -459,7 +505,7 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 	}
 	if (jscan_kind(batch) != '[')
 	{
-		*why = "a batch needs a \"batch\" array";
+		snprintf(why, whylen, "a batch needs a \"batch\" array");
 		return 400;
 	}
 	jscan_iter(&it, batch);
@@ -472,6 +518,16 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 			continue;
 		}
 		add_message(set, req, value, &defaults, source, too_large);
+	}
+
+	/*
+	 * More lines than may ever wait for PostgreSQL would get 429 however
+	 * often the client retried: refuse them for good.
+	 */
+	if (set->nlines > cfg.max_pending)
+	{
+		snprintf(why, whylen, "a batch holds at most %d messages", cfg.max_pending);
+		return 413;
 	}
 	return 0;
 }
@@ -511,7 +567,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	char		body_key[256];
 	SourceInfo	src;
 	LineSet		set;
-	const char *why = NULL;
+	char		why[128];
 	int			status;
 	enum MHD_Result ret;
 
@@ -526,6 +582,9 @@ handle_post(struct MHD_Connection *conn, Request *req)
 		if (rc == -2)
 			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 								 "the inflated request body is too large");
+		if (rc == -3)
+			return respond_error(conn, MHD_HTTP_BAD_REQUEST,
+								 "the body is not valid gzip: bytes follow its last member");
 		if (rc != 0)
 			return respond_error(conn, MHD_HTTP_BAD_REQUEST, "the body is not valid gzip");
 		body = inflated;
@@ -576,7 +635,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	}
 
 	lineset_init(&set);
-	status = collect_lines(req, doc, src.name, &set, &why);
+	status = collect_lines(req, doc, src.name, &set, why, sizeof(why));
 	if (status != 0)
 	{
 		lineset_free(&set);
@@ -611,6 +670,59 @@ done:
 	return ret;
 }
 
+/* The headers that frame a request's body (RFC 9112, section 6). */
+typedef struct Framing
+{
+	int			content_length;
+	int			transfer_encoding;
+	const char *coding;			/* the Transfer-Encoding value */
+} Framing;
+
+static enum MHD_Result
+count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	Framing    *f = cls;
+
+	if (strcasecmp(key, "Content-Length") == 0)
+		f->content_length++;
+	else if (strcasecmp(key, "Transfer-Encoding") == 0)
+	{
+		f->transfer_encoding++;
+		f->coding = value;
+	}
+	return MHD_YES;
+}
+
+/*
+ * A request whose body length is ambiguous is refused and its connection
+ * closed: libmicrohttpd would take the first Content-Length, and a proxy in
+ * front that took another would see the rest of the body as a request of
+ * its own (request smuggling).  Returns 0 when the framing is sound.
+ */
+static unsigned int
+check_framing(struct MHD_Connection *conn, const char **why)
+{
+	Framing		f = {0, 0, NULL};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	if (f.content_length > 1)
+	{
+		*why = "a request may have one Content-Length header";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (f.transfer_encoding > 1 || (f.transfer_encoding == 1 && f.content_length == 1))
+	{
+		*why = "a request may have one Transfer-Encoding header and then no Content-Length";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (f.transfer_encoding == 1 && strcasecmp(f.coding ? f.coding : "", "chunked") != 0)
+	{
+		*why = "chunked is the only transfer coding supported";
+		return MHD_HTTP_NOT_IMPLEMENTED;
+	}
+	return 0;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		   const char *method, const char *version, const char *upload_data,
@@ -621,8 +733,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (req == NULL)
 	{
 		const char *cl;
+		const char *why;
+		unsigned int refuse;
 		int			r;
 
+		if ((refuse = check_framing(conn, &why)) != 0)
+			return respond_error_ex(conn, refuse, why, true);
 		if (strcmp(method, "OPTIONS") == 0)
 			return respond_preflight(conn);
 		if (strcmp(method, "GET") == 0)
