@@ -22,10 +22,10 @@ DECLARE
     key text := coalesce(write_key,
                          replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
 BEGIN
-    IF length(key) < 16 THEN
-        RAISE EXCEPTION 'write key is too short'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A write key has at least 16 characters.',
+    IF length(key) NOT BETWEEN 16 AND 1024 OR strpos(key, ':') > 0 THEN  -- what every SDK can send
+        RAISE EXCEPTION USING MESSAGE = CASE WHEN length(key) < 16 THEN 'write key is too short' WHEN length(key) > 1024 THEN 'write key is too long' ELSE 'write key contains a colon' END,
+                  ERRCODE = 'invalid_parameter_value',
+                  DETAIL = CASE WHEN length(key) < 16 THEN 'A write key has at least 16 characters.' WHEN length(key) > 1024 THEN 'A write key has at most 1024 characters.' ELSE 'SDKs send the write key as an HTTP Basic user name, which ends at a colon.' END,
                   HINT = 'Omit write_key to get a random one.';
     END IF;
     INSERT INTO cdp.sources (name, write_key_sha256, description)

@@ -532,23 +532,36 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 	return 0;
 }
 
-/* The write key a body carries at its top level, or NULL. */
+/*
+ * The write key a body carries at its top level (the last one), decoded
+ * into *buf, which the caller frees; NULL if there is none.  A key that
+ * cannot be text (\u0000) is returned as "", which no source has.
+ */
 static const char *
-body_write_key(JsonSpan body, char *buf, size_t size)
+body_write_key(JsonSpan body, char **buf)
 {
 	JsonIter	it;
 	JsonSpan	key,
 				value,
 				member;
-	const char *found = NULL;
+	JsonSpan	found = {NULL, 0};
 
+	*buf = NULL;
 	if (jscan_kind(body) != '{')
 		return NULL;
 	jscan_iter(&it, body);
 	while (jscan_next_member(&it, &key, &value, &member))
 		if (key_class(key) == KEY_WRITE_KEY && jscan_kind(value) == '"')
-			found = jscan_string_decode(value, buf, size) ? buf : "";
-	return found;
+			found = value;
+	if (found.p == NULL)
+		return NULL;
+	/* decoding only ever shortens a string */
+	*buf = malloc(found.len + 1);
+	if (*buf == NULL)
+		return NULL;
+	if (!jscan_string_decode(found, *buf, found.len + 1))
+		(*buf)[0] = '\0';
+	return *buf;
 }
 
 static enum MHD_Result
@@ -564,7 +577,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	char	   *user;
 	char	   *pass = NULL;
 	const char *key = NULL;
-	char		body_key[256];
+	char	   *body_key = NULL;
 	SourceInfo	src;
 	LineSet		set;
 	char		why[128];
@@ -613,7 +626,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	if (user && user[0])
 		key = user;
 	else
-		key = body_write_key(doc, body_key, sizeof(body_key));
+		key = body_write_key(doc, &body_key);
 	if (key == NULL)
 	{
 		ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "a write key is required");
@@ -666,6 +679,7 @@ done:
 		MHD_free(user);
 	if (pass)
 		MHD_free(pass);
+	free(body_key);
 	free(inflated);
 	return ret;
 }
@@ -750,13 +764,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			{
 				const char *key = url + 13;
 				const char *slash = strchr(key, '/');
-				char		k[256];
 
-				if (slash && strcmp(slash, "/settings") == 0 && slash - key < (long) sizeof(k))
+				if (slash && strcmp(slash, "/settings") == 0)
 				{
-					memcpy(k, key, slash - key);
-					k[slash - key] = '\0';
-					return respond_settings(conn, k);
+					char	   *k = strndup(key, slash - key);
+					enum MHD_Result ret;
+
+					if (k == NULL)
+						return MHD_NO;
+					ret = respond_settings(conn, k);
+					free(k);
+					return ret;
 				}
 			}
 		}

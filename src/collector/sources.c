@@ -28,7 +28,7 @@
 
 typedef struct Entry
 {
-	char		key[128];
+	char	   *key;			/* NULL: an empty slot */
 	SourceStatus status;
 	char		name[80];
 	time_t		expires;
@@ -104,11 +104,11 @@ sources_lookup(const char *key, SourceInfo *out)
 	SourceStatus st;
 	char		name[80] = "";
 
-	if (strlen(key) >= sizeof(cache[0].key) || key[0] == '\0')
+	if (key[0] == '\0')
 		return SOURCE_UNKNOWN;
 	pthread_mutex_lock(&lock);
 	e = &cache[hash_key(key) % CACHE_SIZE];
-	if (e->expires > now && strcmp(e->key, key) == 0)
+	if (e->expires > now && e->key && strcmp(e->key, key) == 0)
 	{
 		st = e->status;
 		snprintf(out->name, sizeof(out->name), "%s", e->name);
@@ -117,9 +117,14 @@ sources_lookup(const char *key, SourceInfo *out)
 	}
 	/* One connection, asked under the lock: lookups are rare once cached. */
 	st = ask_database(key, name, sizeof(name));
-	if (st != SOURCE_ERROR)
+	if (st != SOURCE_ERROR && (e->key == NULL || strcmp(e->key, key) != 0))
 	{
-		snprintf(e->key, sizeof(e->key), "%s", key);
+		free(e->key);
+		e->key = strdup(key);
+		e->expires = 0;
+	}
+	if (st != SOURCE_ERROR && e->key != NULL)
+	{
 		e->status = st;
 		snprintf(e->name, sizeof(e->name), "%s", name);
 		e->expires = now + (st == SOURCE_UNKNOWN ? UNKNOWN_TTL : KNOWN_TTL);

@@ -22,6 +22,11 @@ SELECT cdp.create_source('old-app', 'old-app-write-key-0123456789');
 UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
 CREATE ROLE collector LOGIN IN ROLE cdp_ingest;
 });
+# write keys as long as cdp.create_source accepts
+my $key128 = 'k' x 128;
+my $key1024 = join('', map { chr(33 + ($_ * 7) % 94) } 1 .. 1024) =~ tr/:/;/r;
+$node->safe_psql('postgres', "SELECT cdp.create_source('long-128', '$key128')");
+$node->safe_psql('postgres', "SELECT cdp.create_source('long-1024', \$k\$$key1024\$k\$)");
 
 my ($collector, $base, $conninfo, $outref, $errref) =
   start_collector($node, '--timeout', '2', '--flush-ms', '10');
@@ -232,6 +237,23 @@ is(post('/v1/track', $gz_all . "\0\0\0\0", Authorization => $auth, 'Content-Enco
 wait_drained();
 is($node->safe_psql('postgres', "SELECT string_agg(event, ',' ORDER BY event_id) FROM cdp.events WHERE event_id LIKE 'm-gz%'"),
 	'One Member,Two Members', 'both gzip bodies landed whole');
+
+# --- write keys: whatever cdp.create_source accepts authenticates ---
+for my $k ([ '128 characters', $key128 ], [ '1024 characters', $key1024 ])
+{
+	is(post('/v1/track', qq({"userId": "u-long", "event": "Long Key", "messageId": "m-long-$k->[0]"}),
+			Authorization => 'Basic ' . encode_base64("$k->[1]:", ''))->{status}, 200, "a write key of $k->[0]: Basic auth");
+	my $escaped = $k->[1] =~ s/(["\\])/\\$1/gr;
+	is(post('/v1/track', qq({"userId": "u-long", "event": "Long Key", "messageId": "m-long-body-$k->[0]", "writeKey": "$escaped"}))
+		  ->{status}, 200, "a write key of $k->[0]: in the body");
+}
+my ($cs_rc, $cs_out, $cs_err) = $node->psql('postgres', "SELECT cdp.create_source('too-long', '" . ('k' x 1025) . "')");
+like($cs_err, qr/write key is too long/, 'create_source refuses a key the collector could not take');
+($cs_rc, $cs_out, $cs_err) = $node->psql('postgres', "SELECT cdp.create_source('colon', 'web-write-key:0123456789')");
+like($cs_err, qr/write key contains a colon/, 'create_source refuses a colon (HTTP Basic ends the user name there)');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT source, ',' ORDER BY source) FROM cdp.events WHERE event_id LIKE 'm-long-%'"),
+	'long-1024,long-128', 'long keys authenticate as their sources');
 
 # --- request smuggling: conflicting framing is refused, not guessed ---
 my $smuggled = '{"userId": "u-9", "event": "Smuggled", "messageId": "m-smuggled"}';
