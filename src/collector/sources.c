@@ -62,27 +62,35 @@ ask_database(const char *key, char *name, size_t namelen)
 	PGresult   *res;
 	SourceStatus st;
 
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	for (int attempt = 0;; attempt++)
 	{
-		if (conn)
-			PQfinish(conn);
-		conn = PQconnectdb(cfg->conninfo);
-		if (PQstatus(conn) != CONNECTION_OK)
+		bool		reused = conn != NULL && PQstatus(conn) == CONNECTION_OK;
+
+		if (!reused)
 		{
-			log_msg("WARNING", "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
-			PQfinish(conn);
-			conn = NULL;
-			return SOURCE_ERROR;
+			if (conn)
+				PQfinish(conn);
+			conn = PQconnectdb(cfg->conninfo);
+			if (PQstatus(conn) != CONNECTION_OK)
+			{
+				log_msg("WARNING", "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
+				PQfinish(conn);
+				conn = NULL;
+				return SOURCE_ERROR;
+			}
 		}
-	}
-	res = PQexecParams(conn, "SELECT source, enabled FROM cdp.authenticate_source($1)",
-					   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-	{
-		log_msg("WARNING", "cannot check a write key: %s", PQerrorMessage(conn));
+		res = PQexecParams(conn, "SELECT source, enabled FROM cdp.authenticate_source($1)",
+						   1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			break;
 		PQclear(res);
+		/* broken while idle (PostgreSQL restarted): once more on a new one */
+		if (!(attempt == 0 && reused))
+			log_msg("WARNING", "cannot check a write key: %s", PQerrorMessage(conn));
 		PQfinish(conn);
 		conn = NULL;
+		if (attempt == 0 && reused)
+			continue;
 		return SOURCE_ERROR;
 	}
 	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0))

@@ -359,6 +359,17 @@ $node->restart;
 my @after = map { post('/v1/track', qq({"userId": "u-1", "event": "After", "messageId": "m-after-$_"}),
 	Authorization => $auth)->{status} } 1 .. 4;
 is("@after", '200 200 200 200', 'requests after an idle restart accepted at once');
+# The same after an immediate stop, which leaves every connection broken
+# (the COPY ones and the key lookups'): each is retried once on a new one.
+$node->safe_psql('postgres', "SELECT cdp.create_source('late', 'late-write-key-0123456789')");
+$node->stop('immediate');
+$node->start;
+@after = map { post('/v1/track', qq({"userId": "u-1", "event": "After", "messageId": "m-after-imm-$_"}),
+	Authorization => $auth)->{status} } 1 .. 4;
+is("@after", '200 200 200 200', 'requests after an immediate restart accepted at once');
+$r = post('/v1/track', '{"userId": "u-1", "event": "Late Key", "messageId": "m-late"}',
+	Authorization => 'Basic ' . encode_base64('late-write-key-0123456789:', ''));
+is($r->{status}, 200, 'a new key looked up after an immediate restart: 200') or diag($r->{content});
 wait_drained();
 is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-down'"), '1', 'the retried event landed once');
 
@@ -385,5 +396,6 @@ $second->finish;
 is($second->full_result(0) >> 8, 2, 'port in use: exit status 2');
 close $holder;
 
+diag("the collector's log:\n$$errref") unless Test::More->builder->is_passing;
 $node->stop;
 done_testing();
