@@ -56,7 +56,6 @@
 
 static Config cfg;
 static struct MHD_Daemon *daemon_handle;
-static volatile sig_atomic_t stop_requested = 0;
 
 /* ---- small helpers ---- */
 
@@ -1029,12 +1028,6 @@ read_config_file(const char *path)
 	return true;
 }
 
-static void
-on_signal(int sig)
-{
-	stop_requested = 1;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -1061,7 +1054,9 @@ main(int argc, char **argv)
 	"max-connections", "public-host", "commit-timeout", "public-url"};
 	int			c;
 	struct sockaddr_in addr;
-	struct sigaction sa;
+	sigset_t	stop_signals;
+	int			sig;
+	MHD_socket	listen_fd;
 
 	cfg.listen_addr = "127.0.0.1";
 	cfg.port = 8088;
@@ -1150,10 +1145,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/*
+	 * SIGTERM and SIGINT are blocked in every thread (each inherits the mask
+	 * of main, which starts them all) and taken by sigwait below.  A handler
+	 * would run in whichever thread the kernel picked, often one of the
+	 * per-connection threads under load, and the main thread would sleep on.
+	 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Bodies and batches are large and short-lived: keep them off mmap. */
@@ -1180,12 +1181,19 @@ main(int argc, char **argv)
 	log_msg("LOG", "listening on %s:%d, batch %d lines or %d ms, %d flushers",
 			cfg.listen_addr, cfg.port, cfg.batch_size, cfg.flush_ms, cfg.flushers);
 
-	while (!stop_requested)
-		pause();
+	while (sigwait(&stop_signals, &sig) != 0)
+		;
 
-	/* Stop accepting, let the requests in flight finish, flush, exit. */
-	log_msg("LOG", "stopping: no new connections, flushing what was received");
-	MHD_quiesce_daemon(daemon_handle);
+	/*
+	 * Stop accepting (the listening socket is closed at once, so that new
+	 * clients are refused rather than left in its backlog), let the requests
+	 * in flight finish, flush, exit.
+	 */
+	log_msg("LOG", "stopping on %s: no new connections, flushing what was received",
+			sig == SIGINT ? "SIGINT" : "SIGTERM");
+	listen_fd = MHD_quiesce_daemon(daemon_handle);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		close(listen_fd);
 	queue_drain_and_stop();
 	MHD_stop_daemon(daemon_handle);
 	queue_join();
