@@ -25,6 +25,7 @@ typedef struct Config
 	int			max_pending;	/* lines waiting before 429 */
 	int			timeout_s;		/* idle connection timeout */
 	int			commit_timeout_s;	/* longest wait for a COPY to commit */
+	int			lookup_timeout_s;	/* longest wait for a write-key lookup */
 	int			max_connections;
 	const char *public_host;
 	bool		public_https;
@@ -75,6 +76,7 @@ typedef struct SourceInfo
 
 extern void sources_start(const Config *cfg);
 extern SourceStatus sources_lookup(const char *write_key, SourceInfo *out);
+extern bool sources_healthy(void);
 extern void sources_stop(void);
 
 extern void log_msg(const char *level, const char *fmt,...)

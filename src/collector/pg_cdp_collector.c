@@ -757,8 +757,16 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		if (strcmp(method, "GET") == 0)
 		{
 			if (strcmp(url, "/health") == 0)
-				return respond(conn, MHD_HTTP_OK, queue_healthy() ? "{\"ok\":true}" : "{\"ok\":false}",
-							   "application/json");
+			{
+				bool		copy = queue_healthy();
+				bool		lookups = sources_healthy();
+				char		doc[96];
+
+				snprintf(doc, sizeof(doc), "{\"ok\":%s,\"copy\":%s,\"lookups\":%s}",
+						 copy && lookups ? "true" : "false", copy ? "true" : "false",
+						 lookups ? "true" : "false");
+				return respond(conn, MHD_HTTP_OK, doc, "application/json");
+			}
 			if (strncmp(url, "/v1/projects/", 13) == 0)
 			{
 				const char *key = url + 13;
@@ -897,6 +905,7 @@ usage(FILE *out)
 			"      --max-pending N      lines waiting for PostgreSQL before 429 (default 50000)\n"
 			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
 			"      --commit-timeout SEC longest wait for PostgreSQL to commit, then 503 (default 10)\n"
+			"      --lookup-timeout SEC longest wait for a write key's lookup, then 503 (default 2)\n"
 			"      --max-connections N  concurrent connections (default 512)\n"
 			"      --public-url URL     how browsers reach the collector, e.g. https://collect.shop.com\n"
 			"                           (settings document; default: the request's Host, and https\n"
@@ -964,6 +973,7 @@ set_option(const char *name, const char *value)
 	INTOPT("max-pending", max_pending, 100, 10000000);
 	INTOPT("timeout", timeout_s, 1, 3600);
 	INTOPT("commit-timeout", commit_timeout_s, 1, 3600);
+	INTOPT("lookup-timeout", lookup_timeout_s, 1, 3600);
 	INTOPT("max-connections", max_connections, 1, 100000);
 #undef INTOPT
 	log_msg("FATAL", "unknown setting \"%s\"", name);
@@ -1047,11 +1057,12 @@ main(int argc, char **argv)
 		{"public-host", required_argument, NULL, 6},
 		{"commit-timeout", required_argument, NULL, 7},
 		{"public-url", required_argument, NULL, 8},
+		{"lookup-timeout", required_argument, NULL, 9},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
-	"max-connections", "public-host", "commit-timeout", "public-url"};
+	"max-connections", "public-host", "commit-timeout", "public-url", "lookup-timeout"};
 	int			c;
 	struct sockaddr_in addr;
 	sigset_t	stop_signals;
@@ -1069,6 +1080,7 @@ main(int argc, char **argv)
 	cfg.max_pending = 50000;
 	cfg.timeout_s = 10;
 	cfg.commit_timeout_s = 10;
+	cfg.lookup_timeout_s = 2;
 	cfg.max_connections = 512;
 
 	/* The config file first, so that command-line options win. */
@@ -1117,6 +1129,7 @@ main(int argc, char **argv)
 			case 6:
 			case 7:
 			case 8:
+			case 9:
 				ok = set_option(names[c], optarg);
 				break;
 			case 'h':
