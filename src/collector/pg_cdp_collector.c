@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,12 @@
 
 /* Bodies declared larger than this are refused without reading them. */
 #define DISCARD_LIMIT (64 * 1024 * 1024)
+
+/*
+ * A thread per connection, each waiting in select(): descriptors must stay
+ * below FD_SETSIZE (libmicrohttpd refuses the others).
+ */
+#define MAX_CONNECTIONS 1000
 
 static Config cfg;
 static struct MHD_Daemon *daemon_handle;
@@ -736,6 +743,115 @@ check_framing(struct MHD_Connection *conn, const char **why)
 	return 0;
 }
 
+/* The connection guard's record of a connection. */
+static GuardedConn *
+guarded(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? (GuardedConn *) info->socket_context : NULL;
+}
+
+/*
+ * The first call for a request, its headers read: answer it at once, or
+ * set *con_cls to the Request that will collect its body.
+ */
+static enum MHD_Result
+begin_request(struct MHD_Connection *conn, const char *url, const char *method,
+			  void **con_cls)
+{
+	Request    *req;
+	const char *cl;
+	const char *why;
+	unsigned int refuse;
+	int			r;
+
+	if ((refuse = check_framing(conn, &why)) != 0)
+		return respond_error_ex(conn, refuse, why, true);
+	if (strcmp(method, "OPTIONS") == 0)
+		return respond_preflight(conn);
+	if (strcmp(method, "GET") == 0)
+	{
+		if (strcmp(url, "/health") == 0)
+		{
+			bool		copy = queue_healthy();
+			bool		lookups = sources_healthy();
+			char		doc[96];
+
+			snprintf(doc, sizeof(doc), "{\"ok\":%s,\"copy\":%s,\"lookups\":%s}",
+					 copy && lookups ? "true" : "false", copy ? "true" : "false",
+					 lookups ? "true" : "false");
+			return respond(conn, MHD_HTTP_OK, doc, "application/json");
+		}
+		if (strncmp(url, "/v1/projects/", 13) == 0)
+		{
+			const char *key = url + 13;
+			const char *slash = strchr(key, '/');
+
+			if (slash && strcmp(slash, "/settings") == 0)
+			{
+				char	   *k = strndup(key, slash - key);
+				enum MHD_Result ret;
+
+				if (k == NULL)
+					return MHD_NO;
+				ret = respond_settings(conn, k);
+				free(k);
+				return ret;
+			}
+		}
+	}
+	for (r = 0; routes[r].path; r++)
+		if (strcmp(url, routes[r].path) == 0)
+			break;
+	if (routes[r].path == NULL)
+		return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
+	if (strcmp(method, "POST") != 0)
+	{
+		struct MHD_Response *resp;
+		enum MHD_Result ret;
+		const char *b = "{\"success\":false,\"error\":\"use POST\"}";
+
+		resp = MHD_create_response_from_buffer(strlen(b), (void *) b, MHD_RESPMEM_PERSISTENT);
+		MHD_add_response_header(resp, "Allow", "POST, OPTIONS");
+		MHD_add_response_header(resp, "Content-Type", "application/json");
+		add_cors(conn, resp);
+		ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+		MHD_destroy_response(resp);
+		return ret;
+	}
+	/*
+	 * A declared length over the limit: an absurd one is refused before
+	 * the body; a plausible one is read and discarded first, so that the
+	 * client, still sending, gets the 413 instead of a broken pipe.
+	 */
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+	if (cl && strtoull(cl, NULL, 10) > (unsigned long long) DISCARD_LIMIT)
+		return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+
+	req = calloc(1, sizeof(Request));
+	if (req == NULL)
+		return MHD_NO;
+	if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
+		req->too_large = true;
+	else if (cl && strtoull(cl, NULL, 10) > 0)
+	{
+		/* one allocation for the whole body */
+		req->cap = strtoull(cl, NULL, 10) + 1;
+		req->body = malloc(req->cap);
+		if (req->body == NULL)
+		{
+			free(req);
+			return MHD_NO;
+		}
+	}
+	req->type = routes[r].type;
+	format_now(req->received_at, sizeof(req->received_at));
+	*con_cls = req;
+	return MHD_YES;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		   const char *method, const char *version, const char *upload_data,
@@ -745,94 +861,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		const char *cl;
-		const char *why;
-		unsigned int refuse;
-		int			r;
+		enum MHD_Result ret = begin_request(conn, url, method, con_cls);
 
-		if ((refuse = check_framing(conn, &why)) != 0)
-			return respond_error_ex(conn, refuse, why, true);
-		if (strcmp(method, "OPTIONS") == 0)
-			return respond_preflight(conn);
-		if (strcmp(method, "GET") == 0)
-		{
-			if (strcmp(url, "/health") == 0)
-			{
-				bool		copy = queue_healthy();
-				bool		lookups = sources_healthy();
-				char		doc[96];
-
-				snprintf(doc, sizeof(doc), "{\"ok\":%s,\"copy\":%s,\"lookups\":%s}",
-						 copy && lookups ? "true" : "false", copy ? "true" : "false",
-						 lookups ? "true" : "false");
-				return respond(conn, MHD_HTTP_OK, doc, "application/json");
-			}
-			if (strncmp(url, "/v1/projects/", 13) == 0)
-			{
-				const char *key = url + 13;
-				const char *slash = strchr(key, '/');
-
-				if (slash && strcmp(slash, "/settings") == 0)
-				{
-					char	   *k = strndup(key, slash - key);
-					enum MHD_Result ret;
-
-					if (k == NULL)
-						return MHD_NO;
-					ret = respond_settings(conn, k);
-					free(k);
-					return ret;
-				}
-			}
-		}
-		for (r = 0; routes[r].path; r++)
-			if (strcmp(url, routes[r].path) == 0)
-				break;
-		if (routes[r].path == NULL)
-			return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
-		if (strcmp(method, "POST") != 0)
-		{
-			struct MHD_Response *resp;
-			enum MHD_Result ret;
-			const char *b = "{\"success\":false,\"error\":\"use POST\"}";
-
-			resp = MHD_create_response_from_buffer(strlen(b), (void *) b, MHD_RESPMEM_PERSISTENT);
-			MHD_add_response_header(resp, "Allow", "POST, OPTIONS");
-			MHD_add_response_header(resp, "Content-Type", "application/json");
-			add_cors(conn, resp);
-			ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-			MHD_destroy_response(resp);
-			return ret;
-		}
-		/*
-		 * A declared length over the limit: an absurd one is refused before
-		 * the body; a plausible one is read and discarded first, so that the
-		 * client, still sending, gets the 413 instead of a broken pipe.
-		 */
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) DISCARD_LIMIT)
-			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
-
-		req = calloc(1, sizeof(Request));
-		if (req == NULL)
-			return MHD_NO;
-		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
-			req->too_large = true;
-		else if (cl && strtoull(cl, NULL, 10) > 0)
-		{
-			/* one allocation for the whole body */
-			req->cap = strtoull(cl, NULL, 10) + 1;
-			req->body = malloc(req->cap);
-			if (req->body == NULL)
-			{
-				free(req);
-				return MHD_NO;
-			}
-		}
-		req->type = routes[r].type;
-		format_now(req->received_at, sizeof(req->received_at));
-		*con_cls = req;
-		return MHD_YES;
+		/* answered at once: its request is all there is */
+		if (*con_cls == NULL)
+			conns_request_in(guarded(conn));
+		return ret;
 	}
 
 	if (*upload_data_size > 0)
@@ -866,6 +900,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	conns_request_in(guarded(conn));
 	return handle_post(conn, req);
 }
 
@@ -881,6 +916,58 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		free(req);
 		*con_cls = NULL;
 	}
+	/* on a kept-alive connection, the next request's time starts now */
+	conns_request_done(guarded(conn));
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		*socket_context = info ? conns_opened(info->connect_fd) : NULL;
+	}
+	else
+	{
+		conns_closed(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/*
+ * libmicrohttpd's messages, in the collector's log format.  Those that come
+ * once per connection under attack are left to the guard's summary: the
+ * refusals at the connection limits are counted there, and a connection
+ * closed mid-request (by its client, or by the guard) is routine.
+ */
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	static const char *const routine[] = {
+		"Connection was closed by remote side with incomplete request",
+		"Connection socket is closed when reading request",
+		"Socket has been disconnected when reading request",
+	};
+	char		msg[512];
+	size_t		n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (strncmp(msg, "Server reached connection limit", 31) == 0)
+	{
+		conns_refused();
+		return;
+	}
+	for (size_t i = 0; i < sizeof(routine) / sizeof(routine[0]); i++)
+		if (strncmp(msg, routine[i], strlen(routine[i])) == 0)
+			return;
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_msg("LOG", "%s", msg);
 }
 
 /* ---- configuration ---- */
@@ -903,10 +990,16 @@ usage(FILE *out)
 			"      --max-body BYTES     largest request body, after gzip inflation (default 512000)\n"
 			"      --max-message BYTES  largest message inside a batch (default 32768)\n"
 			"      --max-pending N      lines waiting for PostgreSQL before 429 (default 50000)\n"
-			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
+			"      --timeout SEC        idle connection timeout (default 10)\n"
 			"      --commit-timeout SEC longest wait for PostgreSQL to commit, then 503 (default 10)\n"
 			"      --lookup-timeout SEC longest wait for a write key's lookup, then 503 (default 2)\n"
-			"      --max-connections N  concurrent connections (default 512)\n"
+			"      --request-timeout SEC longest a request may take to arrive whole, headers and\n"
+			"                           body, however steadily it comes (default 30)\n"
+			"      --max-connections N  concurrent connections (default 512, at most 1000); when\n"
+			"                           all are taken, those that waited longest for their\n"
+			"                           request are closed\n"
+			"      --max-connections-per-ip N  concurrent connections from one address (default 64;\n"
+			"                           0: no limit, e.g. behind a proxy)\n"
 			"      --public-url URL     how browsers reach the collector, e.g. https://collect.shop.com\n"
 			"                           (settings document; default: the request's Host, and https\n"
 			"                           when X-Forwarded-Proto says so)\n"
@@ -974,7 +1067,9 @@ set_option(const char *name, const char *value)
 	INTOPT("timeout", timeout_s, 1, 3600);
 	INTOPT("commit-timeout", commit_timeout_s, 1, 3600);
 	INTOPT("lookup-timeout", lookup_timeout_s, 1, 3600);
-	INTOPT("max-connections", max_connections, 1, 100000);
+	INTOPT("max-connections", max_connections, 1, MAX_CONNECTIONS);
+	INTOPT("max-connections-per-ip", max_connections_per_ip, 0, 100000);
+	INTOPT("request-timeout", request_timeout_s, 1, 3600);
 #undef INTOPT
 	log_msg("FATAL", "unknown setting \"%s\"", name);
 	return false;
@@ -1038,6 +1133,25 @@ read_config_file(const char *path)
 	return true;
 }
 
+/*
+ * Every connection holds a descriptor: make room for --max-connections of
+ * them, and the COPY and lookup connections, if the hard limit allows.
+ */
+static void
+raise_open_files_limit(void)
+{
+	struct rlimit rl;
+	rlim_t		need = (rlim_t) cfg.max_connections + cfg.flushers + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) ? need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+		log_msg("WARNING", "the open-file limit (%lu) is too low for --max-connections %d: "
+				"connections past the limit wait until others close",
+				(unsigned long) rl.rlim_cur, cfg.max_connections);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1058,11 +1172,14 @@ main(int argc, char **argv)
 		{"commit-timeout", required_argument, NULL, 7},
 		{"public-url", required_argument, NULL, 8},
 		{"lookup-timeout", required_argument, NULL, 9},
+		{"max-connections-per-ip", required_argument, NULL, 10},
+		{"request-timeout", required_argument, NULL, 11},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
-	"max-connections", "public-host", "commit-timeout", "public-url", "lookup-timeout"};
+	"max-connections", "public-host", "commit-timeout", "public-url", "lookup-timeout",
+	"max-connections-per-ip", "request-timeout"};
 	int			c;
 	struct sockaddr_in addr;
 	sigset_t	stop_signals;
@@ -1082,6 +1199,8 @@ main(int argc, char **argv)
 	cfg.commit_timeout_s = 10;
 	cfg.lookup_timeout_s = 2;
 	cfg.max_connections = 512;
+	cfg.max_connections_per_ip = 64;
+	cfg.request_timeout_s = 30;
 
 	/* The config file first, so that command-line options win. */
 	for (int i = 1; i < argc; i++)
@@ -1130,6 +1249,8 @@ main(int argc, char **argv)
 			case 7:
 			case 8:
 			case 9:
+			case 10:
+			case 11:
 				ok = set_option(names[c], optarg);
 				break;
 			case 'h':
@@ -1174,17 +1295,28 @@ main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
+	raise_open_files_limit();
 	queue_start(&cfg);
 	sources_start(&cfg);
+	conns_start(&cfg);
 
+	/*
+	 * select(), not poll(): at --max-connections, libmicrohttpd's select loop
+	 * stops accepting, and new clients wait in the listen queue until the
+	 * guard makes room, where its poll loop would accept and close them.
+	 */
 	daemon_handle = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 									 MHD_USE_ITC | MHD_USE_ERROR_LOG,
 									 cfg.port, NULL, NULL, on_request, NULL,
+									 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) cfg.timeout_s,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) cfg.max_connections,
+									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+									 (unsigned int) cfg.max_connections_per_ip,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 									 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 	{
@@ -1209,6 +1341,7 @@ main(int argc, char **argv)
 		close(listen_fd);
 	queue_drain_and_stop();
 	MHD_stop_daemon(daemon_handle);
+	conns_stop();
 	queue_join();
 	sources_stop();
 	log_msg("LOG", "stopped");
