@@ -696,6 +696,7 @@ typedef struct Framing
 	int			content_length;
 	int			transfer_encoding;
 	const char *coding;			/* the Transfer-Encoding value */
+	bool		spaced_name;	/* a header name with whitespace in it */
 } Framing;
 
 static enum MHD_Result
@@ -703,7 +704,14 @@ count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *v
 {
 	Framing    *f = cls;
 
-	if (strcasecmp(key, "Content-Length") == 0)
+	/*
+	 * libmicrohttpd keeps "Content-Length : 5" as a header named
+	 * "Content-Length ", which frames nothing, where a lenient proxy would
+	 * have framed the body by it.
+	 */
+	if (strpbrk(key, " \t") != NULL)
+		f->spaced_name = true;
+	else if (strcasecmp(key, "Content-Length") == 0)
 		f->content_length++;
 	else if (strcasecmp(key, "Transfer-Encoding") == 0)
 	{
@@ -720,11 +728,16 @@ count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *v
  * its own (request smuggling).  Returns 0 when the framing is sound.
  */
 static unsigned int
-check_framing(struct MHD_Connection *conn, const char **why)
+check_framing(struct MHD_Connection *conn, const char *version, const char **why)
 {
-	Framing		f = {0, 0, NULL};
+	Framing		f = {0, 0, NULL, false};
 
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	if (f.spaced_name)
+	{
+		*why = "a header name may not contain whitespace";
+		return MHD_HTTP_BAD_REQUEST;
+	}
 	if (f.content_length > 1)
 	{
 		*why = "a request may have one Content-Length header";
@@ -733,6 +746,12 @@ check_framing(struct MHD_Connection *conn, const char **why)
 	if (f.transfer_encoding > 1 || (f.transfer_encoding == 1 && f.content_length == 1))
 	{
 		*why = "a request may have one Transfer-Encoding header and then no Content-Length";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	/* HTTP/1.0 has no transfer codings: its framing is then faulty */
+	if (f.transfer_encoding == 1 && strcmp(version, "HTTP/1.0") == 0)
+	{
+		*why = "an HTTP/1.0 request may not have a Transfer-Encoding header";
 		return MHD_HTTP_BAD_REQUEST;
 	}
 	if (f.transfer_encoding == 1 && strcasecmp(f.coding ? f.coding : "", "chunked") != 0)
@@ -759,7 +778,7 @@ guarded(struct MHD_Connection *conn)
  */
 static enum MHD_Result
 begin_request(struct MHD_Connection *conn, const char *url, const char *method,
-			  void **con_cls)
+			  const char *version, void **con_cls)
 {
 	Request    *req;
 	const char *cl;
@@ -767,7 +786,7 @@ begin_request(struct MHD_Connection *conn, const char *url, const char *method,
 	unsigned int refuse;
 	int			r;
 
-	if ((refuse = check_framing(conn, &why)) != 0)
+	if ((refuse = check_framing(conn, version, &why)) != 0)
 		return respond_error_ex(conn, refuse, why, true);
 	if (strcmp(method, "OPTIONS") == 0)
 		return respond_preflight(conn);
@@ -861,7 +880,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		enum MHD_Result ret = begin_request(conn, url, method, con_cls);
+		enum MHD_Result ret = begin_request(conn, url, method, version, con_cls);
 
 		/* answered at once: its request is all there is */
 		if (*con_cls == NULL)

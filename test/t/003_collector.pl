@@ -269,6 +269,11 @@ like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\n
 like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
 	qr/^HTTP\/1\.1 (400|501)/, 'a transfer coding other than chunked: refused');
 my $chunk = sprintf("%x\r\n%s\r\n0\r\n\r\n", length($front), $front);
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Length : " . length($front . $inner)
+	  . "\r\n\r\n$front$inner"), qr/^HTTP\/1\.1 400[^\n]*\n(?!.*HTTP\/1\.1 )/s,
+	'whitespace before a header\'s colon: 400, and nothing after it read');
+like(raw_request("POST /v1/track HTTP/1.0\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\n\r\n$chunk"),
+	qr/^HTTP\/1\.1 400/, 'Transfer-Encoding in HTTP/1.0: 400');
 like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\n"
 	  . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n$chunk"), qr/^HTTP\/1\.1 400/, 'two Transfer-Encoding headers: 400');
 like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
