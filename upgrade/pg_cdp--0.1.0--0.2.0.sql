@@ -103,10 +103,21 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Name the source, for example ''web'' or ''store_tills''.';
     END IF;
+    -- what every SDK can send: HTTP Basic's user name ends at a colon
     IF length(key) < 16 THEN
         RAISE EXCEPTION 'write key is too short'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A write key has at least 16 characters.',
+                  HINT = 'Omit write_key to get a random one.';
+    ELSIF length(key) > 1024 THEN
+        RAISE EXCEPTION 'write key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A write key has at most 1024 characters.',
+                  HINT = 'Omit write_key to get a random one.';
+    ELSIF strpos(key, ':') > 0 THEN
+        RAISE EXCEPTION 'write key contains a colon'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'SDKs send the write key as an HTTP Basic user name, which ends at a colon.',
                   HINT = 'Omit write_key to get a random one.';
     END IF;
     INSERT INTO cdp.sources (name, write_key_sha256, description, writer)

@@ -2,7 +2,8 @@
  *
  * collector.h
  *	  Shared declarations of pg_cdp_collector: settings, the line sets a
- *	  request hands to the COPY queue, and the write-key cache.
+ *	  request hands to the COPY queue, the write-key cache and the
+ *	  connection guard.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,7 +26,10 @@ typedef struct Config
 	int			max_pending;	/* lines waiting before 429 */
 	int			timeout_s;		/* idle connection timeout */
 	int			commit_timeout_s;	/* longest wait for a COPY to commit */
+	int			lookup_timeout_s;	/* longest wait for a write-key lookup */
 	int			max_connections;
+	int			max_connections_per_ip;	/* 0: no limit */
+	int			request_timeout_s;	/* longest a request may take to arrive */
 	const char *public_host;
 	bool		public_https;
 } Config;
@@ -75,7 +79,19 @@ typedef struct SourceInfo
 
 extern void sources_start(const Config *cfg);
 extern SourceStatus sources_lookup(const char *write_key, SourceInfo *out);
+extern bool sources_healthy(void);
 extern void sources_stop(void);
+
+/* The connection guard (conns.c). */
+typedef struct GuardedConn GuardedConn;
+
+extern void conns_start(const Config *cfg);
+extern void conns_stop(void);
+extern GuardedConn *conns_opened(int fd);
+extern void conns_closed(GuardedConn *c);
+extern void conns_request_in(GuardedConn *c);	/* the whole request arrived */
+extern void conns_request_done(GuardedConn *c); /* answered: waits for the next */
+extern void conns_refused(void);	/* one refused at a connection limit */
 
 extern void log_msg(const char *level, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,9 +55,14 @@
 /* Bodies declared larger than this are refused without reading them. */
 #define DISCARD_LIMIT (64 * 1024 * 1024)
 
+/*
+ * A thread per connection, each waiting in select(): descriptors must stay
+ * below FD_SETSIZE (libmicrohttpd refuses the others).
+ */
+#define MAX_CONNECTIONS 1000
+
 static Config cfg;
 static struct MHD_Daemon *daemon_handle;
-static volatile sig_atomic_t stop_requested = 0;
 
 /* ---- small helpers ---- */
 
@@ -101,8 +107,8 @@ add_cors(struct MHD_Connection *conn, struct MHD_Response *resp)
 }
 
 static enum MHD_Result
-respond(struct MHD_Connection *conn, unsigned int status, const char *body,
-		const char *content_type)
+respond_ex(struct MHD_Connection *conn, unsigned int status, const char *body,
+		   const char *content_type, bool close)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -115,21 +121,37 @@ respond(struct MHD_Connection *conn, unsigned int status, const char *body,
 		MHD_add_response_header(resp, "Retry-After", "1");
 	if (status == 401)
 		MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"pg_cdp\"");
+	if (close)
+		MHD_add_response_header(resp, "Connection", "close");
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;
 }
 
 static enum MHD_Result
-respond_error(struct MHD_Connection *conn, unsigned int status, const char *message)
+respond(struct MHD_Connection *conn, unsigned int status, const char *body,
+		const char *content_type)
+{
+	return respond_ex(conn, status, body, content_type, false);
+}
+
+static enum MHD_Result
+respond_error_ex(struct MHD_Connection *conn, unsigned int status, const char *message,
+				 bool close)
 {
 	json_t	   *o = json_pack("{s:b, s:s}", "success", 0, "error", message);
 	char	   *s = json_dumps(o, JSON_COMPACT);
-	enum MHD_Result ret = respond(conn, status, s, "application/json");
+	enum MHD_Result ret = respond_ex(conn, status, s, "application/json", close);
 
 	free(s);
 	json_decref(o);
 	return ret;
+}
+
+static enum MHD_Result
+respond_error(struct MHD_Connection *conn, unsigned int status, const char *message)
+{
+	return respond_error_ex(conn, status, message, false);
 }
 
 static enum MHD_Result
@@ -238,13 +260,19 @@ typedef struct Request
 	char		received_at[40];
 } Request;
 
-/* Inflate a gzip body, refusing to grow past limit (a gzip bomb). */
+/*
+ * Inflate a gzip body, refusing to grow past limit (a gzip bomb).  A gzip
+ * body is a series of members (RFC 1952) and each is read; anything else
+ * after a member is refused rather than dropped.  Returns 0, -1 for bad
+ * gzip, -2 for too large, -3 for bytes after the last member.
+ */
 static int
 inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *outlen)
 {
 	z_stream	zs;
 	char	   *buf = malloc(limit + 1);
 	int			rc;
+	int			result = 0;
 
 	if (buf == NULL)
 		return -1;
@@ -258,22 +286,40 @@ inflate_body(const char *in, size_t inlen, size_t limit, char **out, size_t *out
 	zs.avail_in = inlen;
 	zs.next_out = (Bytef *) buf;
 	zs.avail_out = limit + 1;
-	rc = inflate(&zs, Z_FINISH);
+	for (;;)
+	{
+		rc = inflate(&zs, Z_FINISH);
+		if (rc != Z_STREAM_END)
+		{
+			/* output full before the end: the inflated body is over the limit */
+			result = (zs.avail_out == 0) ? -2 : -1;
+			break;
+		}
+		if (zs.avail_in == 0)
+			break;
+		if (zs.avail_in < 2 || zs.next_in[0] != 0x1f || zs.next_in[1] != 0x8b)
+		{
+			result = -3;
+			break;
+		}
+		/* the next member; the output so far stays where it is */
+		if (inflateReset(&zs) != Z_OK)
+		{
+			result = -1;
+			break;
+		}
+	}
 	inflateEnd(&zs);
-	if (rc != Z_STREAM_END)
+	*outlen = (limit + 1) - zs.avail_out;
+	if (result == 0 && *outlen > limit)
+		result = -2;
+	if (result != 0)
 	{
 		free(buf);
-		/* output full before the end: the inflated body is over the limit */
-		return (zs.avail_out == 0) ? -2 : -1;
+		return result;
 	}
 	*out = buf;
-	*outlen = zs.total_out;
 	buf[*outlen] = '\0';
-	if (*outlen > limit)
-	{
-		free(buf);
-		return -2;
-	}
 	return 0;
 }
 
@@ -329,7 +375,7 @@ piece(LineSet *set, size_t *size, const char *p, size_t len)
  * plus the batch's context and sentAt where the message has none.  Only a
  * message that needs one of these edits is rebuilt, member by member.
  */
-static void
+static size_t
 add_message(LineSet *set, Request *req, JsonSpan msg, const BatchDefaults *defaults,
 			const char *source, const char *too_large)
 {
@@ -407,15 +453,16 @@ add_message(LineSet *set, Request *req, JsonSpan msg, const BatchDefaults *defau
 	}
 	lineset_end(set, req->received_at, source,
 				size > (size_t) cfg.max_message ? too_large : NULL);
+	return size;
 }
 
 /*
  * Turn the validated body into inbox lines.  Returns the HTTP status to
- * send when the request as a whole is refused, 0 otherwise.
+ * send when the request as a whole is refused (and why), 0 otherwise.
  */
 static int
 collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
-			  const char **why)
+			  char *why, size_t whylen)
 {
 	BatchDefaults defaults = {{NULL, 0}, {NULL, 0}};
 	JsonSpan	batch = {NULL, 0};
@@ -430,12 +477,17 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 
 	if (jscan_kind(body) != '{')
 	{
-		*why = "the body must be a JSON object";
+		snprintf(why, whylen, "the body must be a JSON object");
 		return 400;
 	}
 	if (req->type != NULL)
 	{
-		add_message(set, req, body, &defaults, source, too_large);
+		/* A single message has no others to land: refuse it whole. */
+		if (add_message(set, req, body, &defaults, source, too_large) > (size_t) cfg.max_message)
+		{
+			snprintf(why, whylen, "the message is larger than %d bytes", cfg.max_message);
+			return 413;
+		}
 		return 0;
 	}
 
@@ -459,7 +511,7 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 	}
 	if (jscan_kind(batch) != '[')
 	{
-		*why = "a batch needs a \"batch\" array";
+		snprintf(why, whylen, "a batch needs a \"batch\" array");
 		return 400;
 	}
 	jscan_iter(&it, batch);
@@ -473,26 +525,49 @@ collect_lines(Request *req, JsonSpan body, const char *source, LineSet *set,
 		}
 		add_message(set, req, value, &defaults, source, too_large);
 	}
+
+	/*
+	 * More lines than may ever wait for PostgreSQL would get 429 however
+	 * often the client retried: refuse them for good.
+	 */
+	if (set->nlines > cfg.max_pending)
+	{
+		snprintf(why, whylen, "a batch holds at most %d messages", cfg.max_pending);
+		return 413;
+	}
 	return 0;
 }
 
-/* The write key a body carries at its top level, or NULL. */
+/*
+ * The write key a body carries at its top level (the last one), decoded
+ * into *buf, which the caller frees; NULL if there is none.  A key that
+ * cannot be text (\u0000) is returned as "", which no source has.
+ */
 static const char *
-body_write_key(JsonSpan body, char *buf, size_t size)
+body_write_key(JsonSpan body, char **buf)
 {
 	JsonIter	it;
 	JsonSpan	key,
 				value,
 				member;
-	const char *found = NULL;
+	JsonSpan	found = {NULL, 0};
 
+	*buf = NULL;
 	if (jscan_kind(body) != '{')
 		return NULL;
 	jscan_iter(&it, body);
 	while (jscan_next_member(&it, &key, &value, &member))
 		if (key_class(key) == KEY_WRITE_KEY && jscan_kind(value) == '"')
-			found = jscan_string_decode(value, buf, size) ? buf : "";
-	return found;
+			found = value;
+	if (found.p == NULL)
+		return NULL;
+	/* decoding only ever shortens a string */
+	*buf = malloc(found.len + 1);
+	if (*buf == NULL)
+		return NULL;
+	if (!jscan_string_decode(found, *buf, found.len + 1))
+		(*buf)[0] = '\0';
+	return *buf;
 }
 
 static enum MHD_Result
@@ -508,10 +583,10 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	char	   *user;
 	char	   *pass = NULL;
 	const char *key = NULL;
-	char		body_key[256];
+	char	   *body_key = NULL;
 	SourceInfo	src;
 	LineSet		set;
-	const char *why = NULL;
+	char		why[128];
 	int			status;
 	enum MHD_Result ret;
 
@@ -526,6 +601,9 @@ handle_post(struct MHD_Connection *conn, Request *req)
 		if (rc == -2)
 			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 								 "the inflated request body is too large");
+		if (rc == -3)
+			return respond_error(conn, MHD_HTTP_BAD_REQUEST,
+								 "the body is not valid gzip: bytes follow its last member");
 		if (rc != 0)
 			return respond_error(conn, MHD_HTTP_BAD_REQUEST, "the body is not valid gzip");
 		body = inflated;
@@ -554,7 +632,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	if (user && user[0])
 		key = user;
 	else
-		key = body_write_key(doc, body_key, sizeof(body_key));
+		key = body_write_key(doc, &body_key);
 	if (key == NULL)
 	{
 		ret = respond_error(conn, MHD_HTTP_UNAUTHORIZED, "a write key is required");
@@ -576,7 +654,7 @@ handle_post(struct MHD_Connection *conn, Request *req)
 	}
 
 	lineset_init(&set);
-	status = collect_lines(req, doc, src.name, &set, &why);
+	status = collect_lines(req, doc, src.name, &set, why, sizeof(why));
 	if (status != 0)
 	{
 		lineset_free(&set);
@@ -607,8 +685,190 @@ done:
 		MHD_free(user);
 	if (pass)
 		MHD_free(pass);
+	free(body_key);
 	free(inflated);
 	return ret;
+}
+
+/* The headers that frame a request's body (RFC 9112, section 6). */
+typedef struct Framing
+{
+	int			content_length;
+	int			transfer_encoding;
+	const char *coding;			/* the Transfer-Encoding value */
+	bool		spaced_name;	/* a header name with whitespace in it */
+} Framing;
+
+static enum MHD_Result
+count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	Framing    *f = cls;
+
+	/*
+	 * libmicrohttpd keeps "Content-Length : 5" as a header named
+	 * "Content-Length ", which frames nothing, where a lenient proxy would
+	 * have framed the body by it.
+	 */
+	if (strpbrk(key, " \t") != NULL)
+		f->spaced_name = true;
+	else if (strcasecmp(key, "Content-Length") == 0)
+		f->content_length++;
+	else if (strcasecmp(key, "Transfer-Encoding") == 0)
+	{
+		f->transfer_encoding++;
+		f->coding = value;
+	}
+	return MHD_YES;
+}
+
+/*
+ * A request whose body length is ambiguous is refused and its connection
+ * closed: libmicrohttpd would take the first Content-Length, and a proxy in
+ * front that took another would see the rest of the body as a request of
+ * its own (request smuggling).  Returns 0 when the framing is sound.
+ */
+static unsigned int
+check_framing(struct MHD_Connection *conn, const char *version, const char **why)
+{
+	Framing		f = {0, 0, NULL, false};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	if (f.spaced_name)
+	{
+		*why = "a header name may not contain whitespace";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (f.content_length > 1)
+	{
+		*why = "a request may have one Content-Length header";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (f.transfer_encoding > 1 || (f.transfer_encoding == 1 && f.content_length == 1))
+	{
+		*why = "a request may have one Transfer-Encoding header and then no Content-Length";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	/* HTTP/1.0 has no transfer codings: its framing is then faulty */
+	if (f.transfer_encoding == 1 && strcmp(version, "HTTP/1.0") == 0)
+	{
+		*why = "an HTTP/1.0 request may not have a Transfer-Encoding header";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (f.transfer_encoding == 1 && strcasecmp(f.coding ? f.coding : "", "chunked") != 0)
+	{
+		*why = "chunked is the only transfer coding supported";
+		return MHD_HTTP_NOT_IMPLEMENTED;
+	}
+	return 0;
+}
+
+/* The connection guard's record of a connection. */
+static GuardedConn *
+guarded(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? (GuardedConn *) info->socket_context : NULL;
+}
+
+/*
+ * The first call for a request, its headers read: answer it at once, or
+ * set *con_cls to the Request that will collect its body.
+ */
+static enum MHD_Result
+begin_request(struct MHD_Connection *conn, const char *url, const char *method,
+			  const char *version, void **con_cls)
+{
+	Request    *req;
+	const char *cl;
+	const char *why;
+	unsigned int refuse;
+	int			r;
+
+	if ((refuse = check_framing(conn, version, &why)) != 0)
+		return respond_error_ex(conn, refuse, why, true);
+	if (strcmp(method, "OPTIONS") == 0)
+		return respond_preflight(conn);
+	if (strcmp(method, "GET") == 0)
+	{
+		if (strcmp(url, "/health") == 0)
+		{
+			bool		copy = queue_healthy();
+			bool		lookups = sources_healthy();
+			char		doc[96];
+
+			snprintf(doc, sizeof(doc), "{\"ok\":%s,\"copy\":%s,\"lookups\":%s}",
+					 copy && lookups ? "true" : "false", copy ? "true" : "false",
+					 lookups ? "true" : "false");
+			return respond(conn, MHD_HTTP_OK, doc, "application/json");
+		}
+		if (strncmp(url, "/v1/projects/", 13) == 0)
+		{
+			const char *key = url + 13;
+			const char *slash = strchr(key, '/');
+
+			if (slash && strcmp(slash, "/settings") == 0)
+			{
+				char	   *k = strndup(key, slash - key);
+				enum MHD_Result ret;
+
+				if (k == NULL)
+					return MHD_NO;
+				ret = respond_settings(conn, k);
+				free(k);
+				return ret;
+			}
+		}
+	}
+	for (r = 0; routes[r].path; r++)
+		if (strcmp(url, routes[r].path) == 0)
+			break;
+	if (routes[r].path == NULL)
+		return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
+	if (strcmp(method, "POST") != 0)
+	{
+		struct MHD_Response *resp;
+		enum MHD_Result ret;
+		const char *b = "{\"success\":false,\"error\":\"use POST\"}";
+
+		resp = MHD_create_response_from_buffer(strlen(b), (void *) b, MHD_RESPMEM_PERSISTENT);
+		MHD_add_response_header(resp, "Allow", "POST, OPTIONS");
+		MHD_add_response_header(resp, "Content-Type", "application/json");
+		add_cors(conn, resp);
+		ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+		MHD_destroy_response(resp);
+		return ret;
+	}
+	/*
+	 * A declared length over the limit: an absurd one is refused before
+	 * the body; a plausible one is read and discarded first, so that the
+	 * client, still sending, gets the 413 instead of a broken pipe.
+	 */
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+	if (cl && strtoull(cl, NULL, 10) > (unsigned long long) DISCARD_LIMIT)
+		return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+
+	req = calloc(1, sizeof(Request));
+	if (req == NULL)
+		return MHD_NO;
+	if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
+		req->too_large = true;
+	else if (cl && strtoull(cl, NULL, 10) > 0)
+	{
+		/* one allocation for the whole body */
+		req->cap = strtoull(cl, NULL, 10) + 1;
+		req->body = malloc(req->cap);
+		if (req->body == NULL)
+		{
+			free(req);
+			return MHD_NO;
+		}
+	}
+	req->type = routes[r].type;
+	format_now(req->received_at, sizeof(req->received_at));
+	*con_cls = req;
+	return MHD_YES;
 }
 
 static enum MHD_Result
@@ -620,78 +880,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		const char *cl;
-		int			r;
+		enum MHD_Result ret = begin_request(conn, url, method, version, con_cls);
 
-		if (strcmp(method, "OPTIONS") == 0)
-			return respond_preflight(conn);
-		if (strcmp(method, "GET") == 0)
-		{
-			if (strcmp(url, "/health") == 0)
-				return respond(conn, MHD_HTTP_OK, queue_healthy() ? "{\"ok\":true}" : "{\"ok\":false}",
-							   "application/json");
-			if (strncmp(url, "/v1/projects/", 13) == 0)
-			{
-				const char *key = url + 13;
-				const char *slash = strchr(key, '/');
-				char		k[256];
-
-				if (slash && strcmp(slash, "/settings") == 0 && slash - key < (long) sizeof(k))
-				{
-					memcpy(k, key, slash - key);
-					k[slash - key] = '\0';
-					return respond_settings(conn, k);
-				}
-			}
-		}
-		for (r = 0; routes[r].path; r++)
-			if (strcmp(url, routes[r].path) == 0)
-				break;
-		if (routes[r].path == NULL)
-			return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
-		if (strcmp(method, "POST") != 0)
-		{
-			struct MHD_Response *resp;
-			enum MHD_Result ret;
-			const char *b = "{\"success\":false,\"error\":\"use POST\"}";
-
-			resp = MHD_create_response_from_buffer(strlen(b), (void *) b, MHD_RESPMEM_PERSISTENT);
-			MHD_add_response_header(resp, "Allow", "POST, OPTIONS");
-			MHD_add_response_header(resp, "Content-Type", "application/json");
-			add_cors(conn, resp);
-			ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-			MHD_destroy_response(resp);
-			return ret;
-		}
-		/*
-		 * A declared length over the limit: an absurd one is refused before
-		 * the body; a plausible one is read and discarded first, so that the
-		 * client, still sending, gets the 413 instead of a broken pipe.
-		 */
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) DISCARD_LIMIT)
-			return respond_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
-
-		req = calloc(1, sizeof(Request));
-		if (req == NULL)
-			return MHD_NO;
-		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) cfg.max_body)
-			req->too_large = true;
-		else if (cl && strtoull(cl, NULL, 10) > 0)
-		{
-			/* one allocation for the whole body */
-			req->cap = strtoull(cl, NULL, 10) + 1;
-			req->body = malloc(req->cap);
-			if (req->body == NULL)
-			{
-				free(req);
-				return MHD_NO;
-			}
-		}
-		req->type = routes[r].type;
-		format_now(req->received_at, sizeof(req->received_at));
-		*con_cls = req;
-		return MHD_YES;
+		/* answered at once: its request is all there is */
+		if (*con_cls == NULL)
+			conns_request_in(guarded(conn));
+		return ret;
 	}
 
 	if (*upload_data_size > 0)
@@ -725,6 +919,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	conns_request_in(guarded(conn));
 	return handle_post(conn, req);
 }
 
@@ -740,6 +935,58 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		free(req);
 		*con_cls = NULL;
 	}
+	/* on a kept-alive connection, the next request's time starts now */
+	conns_request_done(guarded(conn));
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		*socket_context = info ? conns_opened(info->connect_fd) : NULL;
+	}
+	else
+	{
+		conns_closed(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/*
+ * libmicrohttpd's messages, in the collector's log format.  Those that come
+ * once per connection under attack are left to the guard's summary: the
+ * refusals at the connection limits are counted there, and a connection
+ * closed mid-request (by its client, or by the guard) is routine.
+ */
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	static const char *const routine[] = {
+		"Connection was closed by remote side with incomplete request",
+		"Connection socket is closed when reading request",
+		"Socket has been disconnected when reading request",
+	};
+	char		msg[512];
+	size_t		n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (strncmp(msg, "Server reached connection limit", 31) == 0)
+	{
+		conns_refused();
+		return;
+	}
+	for (size_t i = 0; i < sizeof(routine) / sizeof(routine[0]); i++)
+		if (strncmp(msg, routine[i], strlen(routine[i])) == 0)
+			return;
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_msg("LOG", "%s", msg);
 }
 
 /* ---- configuration ---- */
@@ -762,9 +1009,16 @@ usage(FILE *out)
 			"      --max-body BYTES     largest request body, after gzip inflation (default 512000)\n"
 			"      --max-message BYTES  largest message inside a batch (default 32768)\n"
 			"      --max-pending N      lines waiting for PostgreSQL before 429 (default 50000)\n"
-			"      --timeout SEC        idle connection timeout, slow bodies included (default 10)\n"
+			"      --timeout SEC        idle connection timeout (default 10)\n"
 			"      --commit-timeout SEC longest wait for PostgreSQL to commit, then 503 (default 10)\n"
-			"      --max-connections N  concurrent connections (default 512)\n"
+			"      --lookup-timeout SEC longest wait for a write key's lookup, then 503 (default 2)\n"
+			"      --request-timeout SEC longest a request may take to arrive whole, headers and\n"
+			"                           body, however steadily it comes (default 30)\n"
+			"      --max-connections N  concurrent connections (default 512, at most 1000); when\n"
+			"                           all are taken, those that waited longest for their\n"
+			"                           request are closed\n"
+			"      --max-connections-per-ip N  concurrent connections from one address (default 64;\n"
+			"                           0: no limit, e.g. behind a proxy)\n"
 			"      --public-url URL     how browsers reach the collector, e.g. https://collect.shop.com\n"
 			"                           (settings document; default: the request's Host, and https\n"
 			"                           when X-Forwarded-Proto says so)\n"
@@ -831,7 +1085,10 @@ set_option(const char *name, const char *value)
 	INTOPT("max-pending", max_pending, 100, 10000000);
 	INTOPT("timeout", timeout_s, 1, 3600);
 	INTOPT("commit-timeout", commit_timeout_s, 1, 3600);
-	INTOPT("max-connections", max_connections, 1, 100000);
+	INTOPT("lookup-timeout", lookup_timeout_s, 1, 3600);
+	INTOPT("max-connections", max_connections, 1, MAX_CONNECTIONS);
+	INTOPT("max-connections-per-ip", max_connections_per_ip, 0, 100000);
+	INTOPT("request-timeout", request_timeout_s, 1, 3600);
 #undef INTOPT
 	log_msg("FATAL", "unknown setting \"%s\"", name);
 	return false;
@@ -895,10 +1152,23 @@ read_config_file(const char *path)
 	return true;
 }
 
+/*
+ * Every connection holds a descriptor: make room for --max-connections of
+ * them, and the COPY and lookup connections, if the hard limit allows.
+ */
 static void
-on_signal(int sig)
+raise_open_files_limit(void)
 {
-	stop_requested = 1;
+	struct rlimit rl;
+	rlim_t		need = (rlim_t) cfg.max_connections + cfg.flushers + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) ? need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+		log_msg("WARNING", "the open-file limit (%lu) is too low for --max-connections %d: "
+				"connections past the limit wait until others close",
+				(unsigned long) rl.rlim_cur, cfg.max_connections);
 }
 
 int
@@ -920,14 +1190,20 @@ main(int argc, char **argv)
 		{"public-host", required_argument, NULL, 6},
 		{"commit-timeout", required_argument, NULL, 7},
 		{"public-url", required_argument, NULL, 8},
+		{"lookup-timeout", required_argument, NULL, 9},
+		{"max-connections-per-ip", required_argument, NULL, 10},
+		{"request-timeout", required_argument, NULL, 11},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *names[] = {NULL, "max-body", "max-message", "max-pending", "timeout",
-	"max-connections", "public-host", "commit-timeout", "public-url"};
+	"max-connections", "public-host", "commit-timeout", "public-url", "lookup-timeout",
+	"max-connections-per-ip", "request-timeout"};
 	int			c;
 	struct sockaddr_in addr;
-	struct sigaction sa;
+	sigset_t	stop_signals;
+	int			sig;
+	MHD_socket	listen_fd;
 
 	cfg.listen_addr = "127.0.0.1";
 	cfg.port = 8088;
@@ -940,7 +1216,10 @@ main(int argc, char **argv)
 	cfg.max_pending = 50000;
 	cfg.timeout_s = 10;
 	cfg.commit_timeout_s = 10;
+	cfg.lookup_timeout_s = 2;
 	cfg.max_connections = 512;
+	cfg.max_connections_per_ip = 64;
+	cfg.request_timeout_s = 30;
 
 	/* The config file first, so that command-line options win. */
 	for (int i = 1; i < argc; i++)
@@ -988,6 +1267,9 @@ main(int argc, char **argv)
 			case 6:
 			case 7:
 			case 8:
+			case 9:
+			case 10:
+			case 11:
 				ok = set_option(names[c], optarg);
 				break;
 			case 'h':
@@ -1016,27 +1298,44 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/*
+	 * SIGTERM and SIGINT are blocked in every thread (each inherits the mask
+	 * of main, which starts them all) and taken by sigwait below.  A handler
+	 * would run in whichever thread the kernel picked, often one of the
+	 * per-connection threads under load, and the main thread would sleep on.
+	 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Bodies and batches are large and short-lived: keep them off mmap. */
 	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
+	raise_open_files_limit();
 	queue_start(&cfg);
 	sources_start(&cfg);
+	conns_start(&cfg);
 
+	/*
+	 * select(), not poll(): at --max-connections, libmicrohttpd's select loop
+	 * stops accepting, and new clients wait in the listen queue until the
+	 * guard makes room, where its poll loop would accept and close them.
+	 */
 	daemon_handle = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 									 MHD_USE_ITC | MHD_USE_ERROR_LOG,
 									 cfg.port, NULL, NULL, on_request, NULL,
+									 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) cfg.timeout_s,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) cfg.max_connections,
+									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+									 (unsigned int) cfg.max_connections_per_ip,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 									 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 	{
@@ -1046,14 +1345,22 @@ main(int argc, char **argv)
 	log_msg("LOG", "listening on %s:%d, batch %d lines or %d ms, %d flushers",
 			cfg.listen_addr, cfg.port, cfg.batch_size, cfg.flush_ms, cfg.flushers);
 
-	while (!stop_requested)
-		pause();
+	while (sigwait(&stop_signals, &sig) != 0)
+		;
 
-	/* Stop accepting, let the requests in flight finish, flush, exit. */
-	log_msg("LOG", "stopping: no new connections, flushing what was received");
-	MHD_quiesce_daemon(daemon_handle);
+	/*
+	 * Stop accepting (the listening socket is closed at once, so that new
+	 * clients are refused rather than left in its backlog), let the requests
+	 * in flight finish, flush, exit.
+	 */
+	log_msg("LOG", "stopping on %s: no new connections, flushing what was received",
+			sig == SIGINT ? "SIGINT" : "SIGTERM");
+	listen_fd = MHD_quiesce_daemon(daemon_handle);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		close(listen_fd);
 	queue_drain_and_stop();
 	MHD_stop_daemon(daemon_handle);
+	conns_stop();
 	queue_join();
 	sources_stop();
 	log_msg("LOG", "stopped");

@@ -266,6 +266,8 @@ copy_batch(PGconn **conn, Batch *b)
 
 	for (int attempt = 0;; attempt++)
 	{
+		bool		reused = *conn != NULL && PQstatus(*conn) == CONNECTION_OK;
+
 		if (!ensure_connection(conn))
 			return false;
 		res = PQexec(*conn, "COPY cdp.inbox (message, received_at, source, reject_reason) FROM STDIN");
@@ -274,11 +276,16 @@ copy_batch(PGconn **conn, Batch *b)
 		PQclear(res);
 
 		/*
-		 * A connection idle while PostgreSQL restarted looks fine until used:
-		 * nothing was sent yet, so one more try on a new connection.
+		 * A connection idle while PostgreSQL restarted looks fine until used,
+		 * and after an immediate stop libpq may not even mark it bad once it
+		 * failed: no line was sent yet, so one more try on a new connection.
 		 */
-		if (attempt == 0 && PQstatus(*conn) == CONNECTION_BAD)
+		if (attempt == 0 && reused)
+		{
+			PQfinish(*conn);
+			*conn = NULL;
 			continue;
+		}
 		log_msg("WARNING", "COPY into cdp.inbox refused: %s", PQerrorMessage(*conn));
 		return false;
 	}

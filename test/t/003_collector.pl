@@ -22,6 +22,11 @@ SELECT cdp.create_source('web', 'web-write-key-0123456789', writer => 'collector
 SELECT cdp.create_source('old-app', 'old-app-write-key-0123456789', writer => 'collector');
 UPDATE cdp.sources SET enabled = false WHERE name = 'old-app';
 });
+# write keys as long as cdp.create_source accepts
+my $key128 = 'k' x 128;
+my $key1024 = join('', map { chr(33 + ($_ * 7) % 94) } 1 .. 1024) =~ tr/:/;/r;
+$node->safe_psql('postgres', "SELECT cdp.create_source('long-128', '$key128', writer => 'collector')");
+$node->safe_psql('postgres', "SELECT cdp.create_source('long-1024', \$k\$$key1024\$k\$, writer => 'collector')");
 
 my ($collector, $base, $conninfo, $outref, $errref) =
   start_collector($node, '--timeout', '2', '--flush-ms', '10');
@@ -199,6 +204,89 @@ wait_drained();
 is($node->safe_psql('postgres', q{SELECT abs(extract(epoch FROM (received_at - interval '1 minute') - occurred_at)) < 0.001
 	FROM cdp.events WHERE event_id = 'm-skew'}), 't', 'timestamp corrected with the stamped receivedAt');
 
+# --- a request the collector could never take gets a final status ---
+# A single-message endpoint refuses a message over --max-message (a batch
+# makes it a reject and stores the rest).
+$r = post('/v1/track', '{"userId": "u-1", "event": "Big Single", "messageId": "m-big-single", "properties": {"blob": "'
+	. ('z' x 40_000) . '"}}', Authorization => $auth);
+is($r->{status}, 413, 'one message over 32 KB on /v1/track: 413');
+like($r->{content}, qr/larger than 32768 bytes/, 'saying the limit');
+# More messages than may ever wait (--max-pending) is refused for good, not 429.
+my $many = '{"batch": [' . join(',', ('{}') x 50_001) . ']}';
+$r = post('/v1/batch', $many, Authorization => $auth);
+is($r->{status}, 413, 'a batch of more messages than --max-pending: 413, not a retryable 429');
+like($r->{content}, qr/at most 50000 messages/, 'saying the limit');
+is(post('/v1/batch', '{"batch": [' . join(',', ('{"type": "track", "userId": "u-many", "event": "Many"}') x 1000) . ']}',
+		Authorization => $auth)->{status}, 200, 'a batch within the limit is taken');
+
+# --- gzip: every member is read, trailing garbage refused ---
+my ($gz1, $gz2, $gz_all);
+gzip \'{"userId": "u-1", "event": "Two ' => \$gz1 or die $GzipError;
+gzip \'Members", "messageId": "m-gz2"}' => \$gz2 or die $GzipError;
+gzip \'{"userId": "u-1", "event": "One Member", "messageId": "m-gz1"}' => \$gz_all or die $GzipError;
+is(post('/v1/track', $gz_all, Authorization => $auth, 'Content-Encoding' => 'gzip')->{status}, 200, 'gzip body: 200');
+is(post('/v1/track', $gz1 . $gz2, Authorization => $auth, 'Content-Encoding' => 'gzip')->{status}, 200,
+	'a two-member gzip body: 200');
+$r = post('/v1/track', $gz_all . 'garbage', Authorization => $auth, 'Content-Encoding' => 'gzip');
+is($r->{status}, 400, 'gzip followed by garbage: 400');
+like($r->{content}, qr/gzip/, 'saying it is the gzip');
+is(post('/v1/track', $gz_all . "\x1f\x8b\x08\0junk", Authorization => $auth, 'Content-Encoding' => 'gzip')->{status},
+	400, 'gzip followed by a broken member: 400');
+is(post('/v1/track', $gz_all . "\0\0\0\0", Authorization => $auth, 'Content-Encoding' => 'gzip')->{status},
+	400, 'gzip followed by zeros: 400');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(event, ',' ORDER BY event_id) FROM cdp.events WHERE event_id LIKE 'm-gz%'"),
+	'One Member,Two Members', 'both gzip bodies landed whole');
+
+# --- write keys: whatever cdp.create_source accepts authenticates ---
+for my $k ([ '128 characters', $key128 ], [ '1024 characters', $key1024 ])
+{
+	is(post('/v1/track', qq({"userId": "u-long", "event": "Long Key", "messageId": "m-long-$k->[0]"}),
+			Authorization => 'Basic ' . encode_base64("$k->[1]:", ''))->{status}, 200, "a write key of $k->[0]: Basic auth");
+	my $escaped = $k->[1] =~ s/(["\\])/\\$1/gr;
+	is(post('/v1/track', qq({"userId": "u-long", "event": "Long Key", "messageId": "m-long-body-$k->[0]", "writeKey": "$escaped"}))
+		  ->{status}, 200, "a write key of $k->[0]: in the body");
+}
+my ($cs_rc, $cs_out, $cs_err) = $node->psql('postgres', "SELECT cdp.create_source('too-long', '" . ('k' x 1025) . "')");
+like($cs_err, qr/write key is too long/, 'create_source refuses a key the collector could not take');
+($cs_rc, $cs_out, $cs_err) = $node->psql('postgres', "SELECT cdp.create_source('colon', 'web-write-key:0123456789')");
+like($cs_err, qr/write key contains a colon/, 'create_source refuses a colon (HTTP Basic ends the user name there)');
+wait_drained();
+is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT source, ',' ORDER BY source) FROM cdp.events WHERE event_id LIKE 'm-long-%'"),
+	'long-1024,long-128', 'long keys authenticate as their sources');
+
+# --- request smuggling: conflicting framing is refused, not guessed ---
+my $smuggled = '{"userId": "u-9", "event": "Smuggled", "messageId": "m-smuggled"}';
+my $inner = "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Length: " . length($smuggled)
+  . "\r\n\r\n$smuggled";
+my $front = '{"userId": "u-9", "event": "Front", "messageId": "m-front"}';
+my $resp = raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Length: " . length($front)
+	  . "\r\nContent-Length: " . length($front . $inner) . "\r\n\r\n$front$inner");
+like($resp, qr/^HTTP\/1\.1 400/, 'two Content-Length headers: 400');
+is(() = $resp =~ /^HTTP\/1\.1 /mg, 1, 'and the connection closed: nothing after the body was read as a request');
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Length: 5\r\n"
+	  . "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), qr/^HTTP\/1\.1 400/, 'Content-Length and Transfer-Encoding: 400');
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+	qr/^HTTP\/1\.1 (400|501)/, 'a transfer coding other than chunked: refused');
+my $chunk = sprintf("%x\r\n%s\r\n0\r\n\r\n", length($front), $front);
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nContent-Length : " . length($front . $inner)
+	  . "\r\n\r\n$front$inner"), qr/^HTTP\/1\.1 400[^\n]*\n(?!.*HTTP\/1\.1 )/s,
+	'whitespace before a header\'s colon: 400, and nothing after it read');
+like(raw_request("POST /v1/track HTTP/1.0\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\n\r\n$chunk"),
+	qr/^HTTP\/1\.1 400/, 'Transfer-Encoding in HTTP/1.0: 400');
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\n"
+	  . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n$chunk"), qr/^HTTP\/1\.1 400/, 'two Transfer-Encoding headers: 400');
+like(raw_request("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: $auth\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+	  . ($chunk =~ s/m-front/m-chunk/r)), qr/^HTTP\/1\.1 200/, 'a chunked body alone is fine');
+is(post('/v1/track', '{"userId": "u-9", "event": "Marker", "messageId": "m-marker"}', Authorization => $auth)->{status}, 200,
+	'a marker after them');
+wait_drained();
+is($node->safe_psql('postgres', q{SELECT string_agg(event_id, ',' ORDER BY event_id) FROM cdp.events
+	WHERE event_id IN ('m-front', 'm-smuggled', 'm-chunk', 'm-marker')}), 'm-chunk,m-marker',
+	'neither the front nor the smuggled request was stored');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM cdp.inbox_rejects WHERE message LIKE '%m-smuggled%' OR message LIKE '%m-front%'}),
+	'0', 'not even as rejects');
+
 # --- CORS and the settings document analytics.js loads ---
 $r = $http->request('OPTIONS', "$base/v1/t", { headers => { Origin => 'http://shop.test',
 	'Access-Control-Request-Headers' => 'content-type' } });
@@ -276,6 +364,17 @@ $node->restart;
 my @after = map { post('/v1/track', qq({"userId": "u-1", "event": "After", "messageId": "m-after-$_"}),
 	Authorization => $auth)->{status} } 1 .. 4;
 is("@after", '200 200 200 200', 'requests after an idle restart accepted at once');
+# The same after an immediate stop, which leaves every connection broken
+# (the COPY ones and the key lookups'): each is retried once on a new one.
+$node->safe_psql('postgres', "SELECT cdp.create_source('late', 'late-write-key-0123456789', writer => 'collector')");
+$node->stop('immediate');
+$node->start;
+@after = map { post('/v1/track', qq({"userId": "u-1", "event": "After", "messageId": "m-after-imm-$_"}),
+	Authorization => $auth)->{status} } 1 .. 4;
+is("@after", '200 200 200 200', 'requests after an immediate restart accepted at once');
+$r = post('/v1/track', '{"userId": "u-1", "event": "Late Key", "messageId": "m-late"}',
+	Authorization => 'Basic ' . encode_base64('late-write-key-0123456789:', ''));
+is($r->{status}, 200, 'a new key looked up after an immediate restart: 200') or diag($r->{content});
 wait_drained();
 is($node->safe_psql('postgres', "SELECT count(*) FROM cdp.events WHERE event_id = 'm-down'"), '1', 'the retried event landed once');
 
@@ -302,5 +401,6 @@ $second->finish;
 is($second->full_result(0) >> 8, 2, 'port in use: exit status 2');
 close $holder;
 
+diag("the collector's log:\n$$errref") unless Test::More->builder->is_passing;
 $node->stop;
 done_testing();
