@@ -95,6 +95,25 @@ task_partitions(bool *more)
 									   &isnull));
 }
 
+/* what later subsystems do with written events, in the same transaction */
+#define MAX_EVENT_HOOKS 8
+static CdpEventsWritten hooks[MAX_EVENT_HOOKS];
+static int	nhooks = 0;
+
+/*
+ * cdp_register_events_written: hook runs after every batch of events is
+ * written, in the writing transaction, with the batch's messages (those
+ * with err set or duplicate were not written).  Computed traits keep
+ * themselves exact this way, on every ingest path.
+ */
+void
+cdp_register_events_written(CdpEventsWritten hook)
+{
+	if (nhooks >= MAX_EVENT_HOOKS)
+		elog(ERROR, "pg_cdp: too many event hooks registered");
+	hooks[nhooks++] = hook;
+}
+
 static const CdpTask partitions_task = {
 	.name = "partitions",
 	.run = task_partitions,
@@ -334,6 +353,8 @@ cdp_write_events(CdpMessage *msgs, int nmsgs)
 	}
 
 	cdp_mark_profiles_changed(pids, n, "event");
+	for (int h = 0; h < nhooks; h++)
+		hooks[h] (msgs, nmsgs);
 
 issues:
 	if (nissue > 0)
