@@ -185,15 +185,53 @@ cdp_drainers_writing(int slot)
 }
 
 /*
- * cdp_wait_for_drain_writers: profiles ids are about to be retired or to
- * lose rows, and the caller holds their exclusive locks (cdp_lock_keys).
- * Wait until no drainer's writing transaction writes events to any of them.
+ * Wait until drainer s no longer writes to any of ids (NULL: to anything).
  *
  * A write that has begun is waited for on its transaction id, as for a row
  * lock: the deadlock detector sees the wait.  A write published but not
  * begun yet (the drainer is between its two transactions, which takes no
- * lock) is polled for, briefly.  Once the write ended, its drainer cannot
- * publish these profiles again while the caller holds their locks.
+ * lock) is polled for, briefly.
+ */
+static void
+wait_for_writer(int s, const int64 *ids, int n)
+{
+	for (;;)
+	{
+		TransactionId xid = InvalidTransactionId;
+		bool		named = false;
+
+		LWLockAcquire(drainers->lock, LW_SHARED);
+		if (drainers->db[s] == MyDatabaseId)
+		{
+			if (ids == NULL)
+				named = drainers->nwrites[s] > 0;
+			for (int i = 0; i < n && !named; i++)
+				named = cdp_sorted_contains(WRITES(s), drainers->nwrites[s], ids[i]);
+			xid = drainers->writer_xid[s];
+		}
+		LWLockRelease(drainers->lock);
+
+		/* never ourselves: a drainer's writes are empty while it resolves */
+		if (!named || TransactionIdIsCurrentTransactionId(xid))
+			return;
+		if (TransactionIdIsValid(xid))
+		{
+			XactLockTableWait(xid, NULL, NULL, XLTW_None);
+			return;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * cdp_wait_for_drain_writers: profiles ids (sorted) are about to be retired
+ * or to lose rows, and the caller holds their exclusive locks
+ * (cdp_lock_keys).  Wait until no drainer's writing transaction writes
+ * events to any of them.  Once the write ended, its drainer cannot publish
+ * these profiles again while the caller holds their locks.
  */
 void
 cdp_wait_for_drain_writers(const int64 *ids, int n)
@@ -201,35 +239,7 @@ cdp_wait_for_drain_writers(const int64 *ids, int n)
 	if (drainers == NULL || n == 0)
 		return;
 	for (int s = 0; s < cdp_drain_workers; s++)
-	{
-		for (;;)
-		{
-			TransactionId xid = InvalidTransactionId;
-			bool		named = false;
-
-			LWLockAcquire(drainers->lock, LW_SHARED);
-			if (drainers->db[s] == MyDatabaseId)
-			{
-				for (int i = 0; i < n && !named; i++)
-					named = cdp_sorted_contains(WRITES(s), drainers->nwrites[s], ids[i]);
-				xid = drainers->writer_xid[s];
-			}
-			LWLockRelease(drainers->lock);
-
-			/* never ourselves: a drainer's writes are empty while it resolves */
-			if (!named || TransactionIdIsCurrentTransactionId(xid))
-				break;
-			if (TransactionIdIsValid(xid))
-			{
-				XactLockTableWait(xid, NULL, NULL, XLTW_None);
-				break;
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1L, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
+		wait_for_writer(s, ids, n);
 }
 
 /*
@@ -245,31 +255,7 @@ cdp_wait_for_all_drain_writers(void)
 	if (drainers == NULL)
 		return;
 	for (int s = 0; s < cdp_drain_workers; s++)
-	{
-		for (;;)
-		{
-			TransactionId xid = InvalidTransactionId;
-			bool		pending;
-
-			LWLockAcquire(drainers->lock, LW_SHARED);
-			pending = drainers->db[s] == MyDatabaseId && drainers->nwrites[s] > 0;
-			if (pending)
-				xid = drainers->writer_xid[s];
-			LWLockRelease(drainers->lock);
-
-			if (!pending || TransactionIdIsCurrentTransactionId(xid))
-				break;
-			if (TransactionIdIsValid(xid))
-			{
-				XactLockTableWait(xid, NULL, NULL, XLTW_None);
-				break;
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1L, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
+		wait_for_writer(s, NULL, 0);
 }
 
 /*
