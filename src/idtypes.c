@@ -29,6 +29,7 @@
 
 #include "idtypes.h"
 #include "normalize.h"
+#include "text_fields.h"
 #include "util.h"
 
 /*
@@ -267,21 +268,18 @@ add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
 	ti = cdp_ident_type_index(typename);
 	if (ti < 0)
 	{
-		bool		valid_name = strlen(typename) > 0 && strlen(typename) < 64;
+		bool		valid_name = cdp_valid_type_name(typename);
 
-		for (const char *p = typename; *p && valid_name; p++)
-			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-				valid_name = false;
 		if (cdp_auto_create_identifier_types && valid_name)
 			ti = cdp_ident_type_create(typename);
 		if (ti < 0)
 		{
 			cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
-						  psprintf("unknown identifier type \"%s\"", typename),
+						  psprintf("unknown identifier type \"%s\"", cdp_quote_text(typename)),
 						  "Identifier types are the rows of cdp.identifier_types.",
 						  valid_name ?
 						  "Add it with INSERT INTO cdp.identifier_types (type) VALUES (...), or set cdp.auto_create_identifier_types." :
-						  "Type names are lower-case letters, digits and underscores.");
+						  "Type names are a lower-case letter followed by up to 62 lower-case letters, digits and underscores.");
 			return;
 		}
 	}
@@ -393,7 +391,7 @@ cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg, bool strict)
 				{
 					cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
 								  psprintf("identifier \"%s\" must be a string or an array of strings",
-										   key ? key : ""),
+										   key ? cdp_quote_text(key) : ""),
 								  NULL, NULL);
 					return;
 				}
@@ -425,7 +423,7 @@ cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg, bool strict)
 				else
 				{
 					cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
-								  psprintf("identifier \"%s\" must be a string", key),
+								  psprintf("identifier \"%s\" must be a string", cdp_quote_text(key)),
 								  "Identifier values are strings (numbers are accepted and read as text).",
 								  NULL);
 					return;
