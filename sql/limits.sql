@@ -1,5 +1,6 @@
 -- Limits: one rule for every text field of a message (a byte limit, no
--- control characters, blank is empty) on every path.
+-- control characters, blank is empty) on every path, and a cap on the
+-- identifiers one message carries.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS pg_cdp CASCADE;
 CREATE EXTENSION pg_cdp;
@@ -94,3 +95,61 @@ INSERT INTO cdp.inbox (message) VALUES
 SELECT cdp.tick()->'inbox' AS drained;
 SELECT sqlstate, reason, detail FROM cdp.inbox_rejects WHERE inbox_id IS NOT NULL ORDER BY inbox_id;
 SELECT event_id, event, channel FROM cdp.events WHERE event_id LIKE 'i-%';
+
+-- cdp.max_identifiers_per_message (100) caps the identifiers of a message,
+-- counted as they are given, before any type is created for it.
+SET cdp.auto_create_identifier_types = on;
+SELECT count(*) AS types_before FROM cdp.identifier_types;
+\x on
+SELECT t.q AS statement, r.* FROM (VALUES
+    ($$SELECT cdp.track((SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 101) i), 'Many')$$),
+    ($$SELECT cdp.track(jsonb_build_object('cookie', (SELECT jsonb_agg('c-' || i) FROM generate_series(1, 101) i)), 'Many')$$),
+    ($$SELECT cdp.identify((SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 101) i), '{}')$$),
+    ($$SELECT cdp.ingest(jsonb_build_object('type', 'track', 'userId', 'u-many', 'event', 'Many',
+                                            'identifiers', (SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 100) i)))$$),
+    ($$SELECT cdp.track(jsonb_build_object('cookie', (SELECT jsonb_agg('c-' || i) FROM generate_series(1, 100) i)), 'Hundred')$$)
+) AS t(q), LATERAL pg_temp.try(t.q) AS r;
+\x off
+SELECT count(*) AS types_after_refusals FROM cdp.identifier_types;
+SELECT cdp.ingest_batch(jsonb_build_array(
+    jsonb_build_object('type', 'track', 'userId', 'u-many', 'event', 'Many', 'messageId', 'cap-1',
+                       'context', jsonb_build_object('externalIds',
+                           (SELECT jsonb_agg(jsonb_build_object('type', 'x' || i, 'id', 'v' || i)) FROM generate_series(1, 100) i))),
+    '{"type": "track", "userId": "u-few", "event": "Few", "messageId": "cap-2"}'::jsonb
+)) AS batch;
+INSERT INTO cdp.inbox (message)
+SELECT jsonb_build_object('type', 'identify', 'userId', 'u-many', 'messageId', 'cap-3',
+                          'identifiers', (SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 101) i))::text;
+SELECT cdp.tick()->'inbox' AS drained;
+SELECT inbox_id IS NOT NULL AS inbox, sqlstate, reason, detail FROM cdp.inbox_rejects
+WHERE sqlstate = '54000' ORDER BY reject_id;
+SELECT count(*) AS types_after_rejects FROM cdp.identifier_types;
+SELECT event_id FROM cdp.events WHERE event_id LIKE 'cap-%';
+-- only a superuser raises the cap; raised, the message goes through and
+-- its 101 new types are created
+SET ROLE cdp_ingest;
+SET cdp.max_identifiers_per_message = 1000;
+RESET ROLE;
+SET cdp.max_identifiers_per_message = 200;
+-- one statement creates them all, however many there are
+CREATE TABLE public.type_inserts (n int);
+INSERT INTO public.type_inserts VALUES (0);
+CREATE FUNCTION public.count_type_inserts() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN UPDATE public.type_inserts SET n = n + 1; RETURN NULL; END$$;
+CREATE TRIGGER count_type_inserts AFTER INSERT ON cdp.identifier_types
+    FOR EACH STATEMENT EXECUTE FUNCTION public.count_type_inserts();
+SELECT cdp.track((SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 101) i), 'Many') > 0 AS taken;
+SELECT cdp.track((SELECT jsonb_object_agg('p' || i, 'v' || i) FROM generate_series(1, 150) i), 'More') > 0 AS taken;
+SELECT n AS insert_statements FROM public.type_inserts;
+DROP TRIGGER count_type_inserts ON cdp.identifier_types;
+DROP FUNCTION public.count_type_inserts();
+DROP TABLE public.type_inserts;
+SELECT count(*) FILTER (WHERE type ~ '^k[0-9]+$') AS k_types,
+       count(*) FILTER (WHERE type ~ '^p[0-9]+$') AS p_types
+FROM cdp.identifier_types;
+SELECT count(*) AS identities FROM cdp.identities WHERE type ~ '^[kp][0-9]+$';
+RESET cdp.max_identifiers_per_message;
+-- a look-up is no message: cdp.resolve takes any number of identifiers
+SELECT cdp.resolve((SELECT jsonb_object_agg('k' || i, 'v' || i) FROM generate_series(1, 101) i)) =
+       cdp.resolve('{"k1": "v1"}') AS resolved;
+RESET cdp.auto_create_identifier_types;

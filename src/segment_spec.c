@@ -251,9 +251,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 						"is required in an alias message", NULL);
 		if (out->err.sqlerrcode)
 			return false;
-		cdp_message_add_identifier(out, "anonymous_id", prev, false);
-		if (out->nidents > 0)
-			out->idents[out->nidents - 1].alias_previous = true;
+		cdp_message_add_previous_id(out, prev);
 	}
 	else if (user_id == NULL && anon_id == NULL)
 	{
@@ -304,6 +302,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 		if (extra)
 			cdp_parse_identifiers(extra, out, false);
 	}
+	cdp_message_finish_identifiers(out);
 	if (out->err.sqlerrcode)
 		return false;
 
