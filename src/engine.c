@@ -195,11 +195,14 @@ cdp_engine_new_node(Engine *e, int64 profile_id, bool stored)
 	nd->last_member = e->nnodes;
 	/*
 	 * Counts come from a pool: a palloc each costs when there are millions.
-	 * The pool grows with the graph, so that a large one is on huge pages.
+	 * The pool grows with the graph, so that a large one is on huge pages;
+	 * its first piece holds some 8k counts, however many types there are,
+	 * so a small batch does not pay for thousands of nodes' worth of them.
 	 */
 	if (e->counts_left < e->ntypes + 1)
 	{
-		e->counts_left = (e->ntypes + 1) * Max(1024, e->nnodes / 2);
+		e->counts_left = (e->ntypes + 1) *
+			Max(Max(16, 8192 / (e->ntypes + 1)), e->nnodes / 2);
 		e->counts_pool = cdp_huge_alloc(CurrentMemoryContext,
 										sizeof(int) * e->counts_left, true);
 	}

@@ -8,7 +8,15 @@
  * The cache is read on every ingest call, so it is not re-read per call: a
  * statement trigger on cdp.identifier_types sends a relcache invalidation
  * for the table, and the callback registered here drops the cache in every
- * backend when it is delivered.
+ * backend when it is delivered.  Names are found through a hash table, so
+ * neither a look-up nor a reload grows with the square of the types.
+ *
+ * With cdp.auto_create_identifier_types, the identifiers of types not known
+ * yet wait in the message until its last identifier is read; then all of
+ * its new types are created in one statement and the cache is reloaded
+ * once (cdp_message_finish_identifiers).  A message may carry at most
+ * cdp.max_identifiers_per_message identifiers, counted as they are given,
+ * so a message over the cap is refused before any type is created for it.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +27,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -29,6 +38,7 @@
 
 #include "idtypes.h"
 #include "normalize.h"
+#include "text_fields.h"
 #include "util.h"
 
 /*
@@ -43,11 +53,28 @@ static CdpIdentType **types = NULL;
 static bool *type_live = NULL;
 static int	ntypes = 0;
 static int	maxtypes = 0;
+static HTAB *type_slots = NULL; /* name -> slot, every slot ever made */
 static bool types_valid = false;
 static Oid	types_relid = InvalidOid;
 static bool callback_registered = false;
 
+typedef struct TypeSlot
+{
+	char		name[NAMEDATALEN];	/* the key; type names have at most 63 bytes */
+	int			slot;
+} TypeSlot;
+
+/* An identifier whose type is created when the message is parsed whole. */
+struct CdpPendingIdent
+{
+	char	   *type;
+	char	   *raw;
+	bool		strict;
+	bool		alias_previous;
+};
+
 bool		cdp_auto_create_identifier_types = false;
+int			cdp_max_identifiers_per_message = 100;
 
 void
 cdp_idtypes_init(void)
@@ -56,6 +83,11 @@ cdp_idtypes_init(void)
 							 "Create unknown identifier types on first use instead of rejecting them.",
 							 NULL, &cdp_auto_create_identifier_types, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.max_identifiers_per_message",
+							"Most identifiers one message may carry; a message with more is refused.",
+							"Every userId, anonymousId, previousId, email, phone, externalIds entry and value of an identifiers object counts.",
+							&cdp_max_identifiers_per_message, 100, 1, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 static void
@@ -77,12 +109,36 @@ normalizer_from_name(const char *s)
 	return CDP_NORM_TRIM;
 }
 
+/* The slot of a type name, or NULL. */
+static TypeSlot *
+find_slot(const char *name, bool create, bool *found)
+{
+	if (strlen(name) >= NAMEDATALEN)
+		return NULL;			/* no type has such a name */
+	if (type_slots == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!create)
+			return NULL;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(TypeSlot);
+		ctl.hcxt = types_cxt;
+		type_slots = hash_create("pg_cdp identifier type names", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	return hash_search(type_slots, name, create ? HASH_ENTER : HASH_FIND, found);
+}
+
 static int
 slot_for(const char *name)
 {
-	for (int i = 0; i < ntypes; i++)
-		if (strcmp(types[i]->name, name) == 0)
-			return i;
+	bool		found;
+	TypeSlot   *ts = find_slot(name, true, &found);
+
+	if (found)
+		return ts->slot;
 	if (ntypes >= maxtypes)
 	{
 		MemoryContext old = MemoryContextSwitchTo(types_cxt);
@@ -97,6 +153,7 @@ slot_for(const char *name)
 	types[ntypes] = MemoryContextAllocZero(types_cxt, sizeof(CdpIdentType));
 	types[ntypes]->name = MemoryContextStrdup(types_cxt, name);
 	type_live[ntypes] = false;
+	ts->slot = ntypes;
 	return ntypes++;
 }
 
@@ -178,11 +235,12 @@ ensure_types(void)
 int
 cdp_ident_type_index(const char *name)
 {
+	bool		found;
+	TypeSlot   *ts;
+
 	ensure_types();
-	for (int i = 0; i < ntypes; i++)
-		if (type_live[i] && strcmp(types[i]->name, name) == 0)
-			return i;
-	return -1;
+	ts = find_slot(name, false, &found);
+	return ts && found && type_live[ts->slot] ? ts->slot : -1;
 }
 
 CdpIdentType *
@@ -207,28 +265,48 @@ cdp_ident_type_count(void)
 	return ntypes;
 }
 
+static int
+cmp_cstring(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
 /*
- * cdp_ident_type_create registers an unknown type with the table's
- * defaults (cdp.auto_create_identifier_types) and returns its index.
+ * cdp_ident_types_create registers unknown types with the table's defaults
+ * (cdp.auto_create_identifier_types), in one statement, and reloads the
+ * cache once.  Names are inserted in sorted order, so that two sessions
+ * creating some of the same types wait for each other in one order.
  */
-int
-cdp_ident_type_create(const char *name)
+void
+cdp_ident_types_create(char **names, int n)
 {
 	static SPIPlanPtr plan = NULL;
+	char	  **sorted;
+	int			k = 0;
 	Datum		values[1];
 
+	if (n == 0)
+		return;
+	sorted = palloc(sizeof(char *) * n);
+	memcpy(sorted, names, sizeof(char *) * n);
+	qsort(sorted, n, sizeof(char *), cmp_cstring);
+	for (int i = 0; i < n; i++)
+		if (k == 0 || strcmp(sorted[k - 1], sorted[i]) != 0)
+			sorted[k++] = sorted[i];
 	if (plan == NULL)
 	{
-		Oid			types_arg[1] = {TEXTOID};
+		Oid			types_arg[1] = {TEXTARRAYOID};
 
-		plan = cdp_prepare("INSERT INTO cdp.identifier_types (type) VALUES ($1) "
+		plan = cdp_prepare("INSERT INTO cdp.identifier_types (type) "
+						   "SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, o) ORDER BY o "
 						   "ON CONFLICT (type) DO NOTHING", 1, types_arg);
 	}
-	values[0] = CStringGetTextDatum(name);
+	values[0] = cdp_text_array(sorted, k);
 	cdp_spi_exec(plan, values, SPI_OK_INSERT);
 	CommandCounterIncrement();
 	types_valid = false;
-	return cdp_ident_type_index(name);
+	ensure_types();
+	pfree(sorted);
 }
 
 /* Does a normalized value match one of the type's blocked patterns? */
@@ -249,43 +327,86 @@ cdp_ident_blocked(CdpIdentType *type, const char *value)
 }
 
 /*
- * add_one_identifier validates, normalizes and appends one identifier
- * to msg.  strict (the SQL functions) fails the message on an invalid
- * value; otherwise (Segment messages) the value is dropped and recorded.
+ * Exact repeats inside one message are dropped.  A message's first few
+ * identifiers are compared one by one; past them a hash table of them all
+ * keeps a message with thousands linear.
+ */
+#define REPEAT_SCAN_MAX 16
+
+typedef struct IdentKey
+{
+	int			type;
+	const char *value;
+} IdentKey;
+
+static uint32
+ident_key_hash(const void *key, Size keysize)
+{
+	const IdentKey *k = key;
+
+	return hash_bytes((const unsigned char *) k->value, strlen(k->value)) ^
+		hash_uint32((uint32) k->type);
+}
+
+static int
+ident_key_match(const void *key1, const void *key2, Size keysize)
+{
+	const IdentKey *x = key1;
+	const IdentKey *y = key2;
+
+	return x->type != y->type || strcmp(x->value, y->value) != 0;
+}
+
+static bool
+is_repeat(CdpMessage *msg, int ti, const char *value)
+{
+	IdentKey	key = {ti, value};
+	bool		found;
+
+	if (msg->nidents < REPEAT_SCAN_MAX)
+	{
+		for (int i = 0; i < msg->nidents; i++)
+			if (msg->idents[i].type == ti && strcmp(msg->idents[i].value, value) == 0)
+				return true;
+		return false;
+	}
+	if (msg->ident_set == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(IdentKey);
+		ctl.entrysize = sizeof(IdentKey);
+		ctl.hash = ident_key_hash;
+		ctl.match = ident_key_match;
+		ctl.hcxt = CurrentMemoryContext;
+		msg->ident_set = hash_create("pg_cdp identifiers of a message", 64, &ctl,
+									 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+		for (int i = 0; i < msg->nidents; i++)
+		{
+			IdentKey	k = {msg->idents[i].type, msg->idents[i].value};
+
+			hash_search(msg->ident_set, &k, HASH_ENTER, NULL);
+		}
+	}
+	hash_search(msg->ident_set, &key, HASH_ENTER, &found);
+	return found;
+}
+
+/*
+ * add_known validates, normalizes and appends one identifier of a known
+ * type to msg.  strict (the SQL functions) fails the message on an
+ * invalid value; otherwise (Segment messages) the value is dropped and
+ * recorded.
  */
 static void
-add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
-				   bool strict)
+add_known(CdpMessage *msg, int ti, const char *raw, bool strict,
+		  bool alias_previous)
 {
-	int			ti;
-	CdpIdentType *t;
+	CdpIdentType *t = types[ti];
 	const char *why = NULL;
 	char	   *value;
 
-	if (msg->err.sqlerrcode)
-		return;
-	ti = cdp_ident_type_index(typename);
-	if (ti < 0)
-	{
-		bool		valid_name = strlen(typename) > 0 && strlen(typename) < 64;
-
-		for (const char *p = typename; *p && valid_name; p++)
-			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-				valid_name = false;
-		if (cdp_auto_create_identifier_types && valid_name)
-			ti = cdp_ident_type_create(typename);
-		if (ti < 0)
-		{
-			cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
-						  psprintf("unknown identifier type \"%s\"", typename),
-						  "Identifier types are the rows of cdp.identifier_types.",
-						  valid_name ?
-						  "Add it with INSERT INTO cdp.identifier_types (type) VALUES (...), or set cdp.auto_create_identifier_types." :
-						  "Type names are lower-case letters, digits and underscores.");
-			return;
-		}
-	}
-	t = types[ti];
 	value = cdp_normalize_value(t, raw, &why);
 	if (value == NULL)
 	{
@@ -305,11 +426,97 @@ add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
 		cdp_add_issue(msg, t->name, value, "blocked value");
 		return;
 	}
-	/* Drop exact repeats inside one message. */
-	for (int i = 0; i < msg->nidents; i++)
-		if (msg->idents[i].type == ti && strcmp(msg->idents[i].value, value) == 0)
-			return;
+	if (is_repeat(msg, ti, value))
+		return;
 	cdp_message_append_ident(msg, ti, value);
+	msg->idents[msg->nidents - 1].alias_previous = alias_previous;
+}
+
+/*
+ * add_one_identifier counts one identifier given to msg against the cap and
+ * adds it, or, when its type is to be created, keeps it for
+ * cdp_message_finish_identifiers.
+ */
+static void
+add_one_identifier(CdpMessage *msg, const char *typename, const char *raw,
+				   bool strict, bool alias_previous)
+{
+	int			ti;
+
+	if (msg->err.sqlerrcode)
+		return;
+	if (!msg->lookup && ++msg->noffered > cdp_max_identifiers_per_message)
+	{
+		cdp_set_error(&msg->err, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+					  psprintf("message carries more identifiers than cdp.max_identifiers_per_message (%d)",
+							   cdp_max_identifiers_per_message),
+					  "Every userId, anonymousId, previousId, email, phone, externalIds entry and value of an identifiers object counts.",
+					  "Send fewer identifiers per message, or raise cdp.max_identifiers_per_message.");
+		return;
+	}
+	ti = cdp_ident_type_index(typename);
+	if (ti >= 0)
+	{
+		add_known(msg, ti, raw, strict, alias_previous);
+		return;
+	}
+	if (cdp_valid_type_name(typename) && cdp_auto_create_identifier_types && !msg->lookup)
+	{
+		CdpPendingIdent *p;
+
+		if (msg->npending % 16 == 0)
+			msg->pending = msg->pending ?
+				repalloc(msg->pending, sizeof(CdpPendingIdent) * (msg->npending + 16)) :
+				palloc(sizeof(CdpPendingIdent) * 16);
+		p = &msg->pending[msg->npending++];
+		p->type = pstrdup(typename);
+		p->raw = pstrdup(raw);
+		p->strict = strict;
+		p->alias_previous = alias_previous;
+		return;
+	}
+	cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
+				  psprintf("unknown identifier type \"%s\"", cdp_quote_text(typename)),
+				  "Identifier types are the rows of cdp.identifier_types.",
+				  cdp_valid_type_name(typename) ?
+				  "Add it with INSERT INTO cdp.identifier_types (type) VALUES (...), or set cdp.auto_create_identifier_types." :
+				  "Type names are a lower-case letter followed by up to 62 lower-case letters, digits and underscores.");
+}
+
+/*
+ * cdp_message_finish_identifiers creates the types that msg's waiting
+ * identifiers name, all in one statement, and adds those identifiers.
+ * Every parser calls it once it has given the message its last identifier.
+ */
+void
+cdp_message_finish_identifiers(CdpMessage *msg)
+{
+	char	  **names;
+
+	if (msg->npending == 0)
+		return;
+	if (msg->err.sqlerrcode == 0)
+	{
+		names = palloc(sizeof(char *) * msg->npending);
+		for (int i = 0; i < msg->npending; i++)
+			names[i] = msg->pending[i].type;
+		cdp_ident_types_create(names, msg->npending);
+		pfree(names);
+	}
+	for (int i = 0; i < msg->npending && msg->err.sqlerrcode == 0; i++)
+	{
+		CdpPendingIdent *p = &msg->pending[i];
+		int			ti = cdp_ident_type_index(p->type);
+
+		if (ti < 0)
+			cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
+						  psprintf("unknown identifier type \"%s\"", p->type),
+						  "The type was created for this message, and deleted before it was used.",
+						  NULL);
+		else
+			add_known(msg, ti, p->raw, p->strict, p->alias_previous);
+	}
+	msg->npending = 0;
 }
 
 /* Append an already checked identifier; the array grows four at a time. */
@@ -341,20 +548,40 @@ cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
 	msg->nissues++;
 }
 
-/* Append one identifier given by the caller (Segment field or JSON pair). */
+/*
+ * Append one identifier given by the caller (Segment field or JSON pair).
+ * Its type may be created only by cdp_message_finish_identifiers.
+ */
 void
 cdp_message_add_identifier(CdpMessage *msg, const char *type, const char *raw,
 						   bool strict)
 {
-	add_one_identifier(msg, type, raw, strict);
+	add_one_identifier(msg, type, raw, strict, false);
 }
+
+/* An alias's previousId: looked up as user_id, then as anonymous_id. */
+void
+cdp_message_add_previous_id(CdpMessage *msg, const char *raw)
+{
+	add_one_identifier(msg, "anonymous_id", raw, false, true);
+}
+
+static void parse_identifiers_object(Jsonb *identifiers, CdpMessage *msg, bool strict);
 
 /*
  * cdp_parse_identifiers reads a {"type": "value", ...} object (a value may
- * also be an array of values) into msg.  Errors go to msg->err.
+ * also be an array of values) into msg, and finishes its identifiers (the
+ * ones given before too).  Errors go to msg->err.
  */
 void
 cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg, bool strict)
+{
+	parse_identifiers_object(identifiers, msg, strict);
+	cdp_message_finish_identifiers(msg);
+}
+
+static void
+parse_identifiers_object(Jsonb *identifiers, CdpMessage *msg, bool strict)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -393,7 +620,7 @@ cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg, bool strict)
 				{
 					cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
 								  psprintf("identifier \"%s\" must be a string or an array of strings",
-										   key ? key : ""),
+										   key ? cdp_quote_text(key) : ""),
 								  NULL, NULL);
 					return;
 				}
@@ -413,19 +640,19 @@ cdp_parse_identifiers(Jsonb *identifiers, CdpMessage *msg, bool strict)
 				{
 					add_one_identifier(msg, key,
 									   pnstrdup(v.val.string.val, v.val.string.len),
-									   strict);
+									   strict, false);
 				}
 				else if (v.type == jbvNumeric)
 				{
 					add_one_identifier(msg, key,
 									   DatumGetCString(DirectFunctionCall1(numeric_out,
 																		   NumericGetDatum(v.val.numeric))),
-									   strict);
+									   strict, false);
 				}
 				else
 				{
 					cdp_set_error(&msg->err, ERRCODE_INVALID_PARAMETER_VALUE,
-								  psprintf("identifier \"%s\" must be a string", key),
+								  psprintf("identifier \"%s\" must be a string", cdp_quote_text(key)),
 								  "Identifier values are strings (numbers are accepted and read as text).",
 								  NULL);
 					return;

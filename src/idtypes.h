@@ -34,18 +34,21 @@ typedef struct CdpIdentType
 } CdpIdentType;
 
 extern bool cdp_auto_create_identifier_types;
+extern int	cdp_max_identifiers_per_message;
 
 extern void cdp_idtypes_init(void);
 extern CdpIdentType *cdp_ident_type(const char *name);
 extern int	cdp_ident_type_index(const char *name);
 extern CdpIdentType *cdp_ident_type_at(int index);
 extern int	cdp_ident_type_count(void);
-extern int	cdp_ident_type_create(const char *name);
+extern void cdp_ident_types_create(char **names, int n);
 extern bool cdp_ident_blocked(CdpIdentType *type, const char *value);
 
 /* the identifiers of a message */
 extern void cdp_message_add_identifier(CdpMessage *msg, const char *type,
 									   const char *raw, bool strict);
+extern void cdp_message_add_previous_id(CdpMessage *msg, const char *raw);
+extern void cdp_message_finish_identifiers(CdpMessage *msg);
 extern void cdp_message_append_ident(CdpMessage *msg, int type, char *value);
 extern void cdp_add_issue(CdpMessage *msg, const char *type, const char *value,
 						  const char *reason);

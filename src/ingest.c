@@ -36,6 +36,7 @@
 #include "registry.h"
 #include "resolve.h"
 #include "segment_spec.h"
+#include "text_fields.h"
 #include "util.h"
 #include "worker.h"
 
@@ -437,16 +438,10 @@ check_event_args(CdpMessage *m, FunctionCallInfo fcinfo, const char *props_name,
 				 errmsg("occurred_at must be a finite timestamp")));
 	m->received_at = cdp_now();
 	m->channel = PG_ARGISNULL(channel_arg) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(channel_arg));
-	if (!PG_ARGISNULL(id_arg))
-	{
-		m->message_id = text_to_cstring(PG_GETARG_TEXT_PP(id_arg));
-		if (m->message_id[0] == '\0')
-			m->message_id = NULL;
-		else if (strlen(m->message_id) > 512)
-			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("event_id is longer than 512 bytes")));
-	}
+	cdp_check_text_arg(&m->channel, CDP_MAX_CHANNEL_BYTES, "channel");
+	/* an empty event_id is no id: one is generated, without dedupe */
+	m->message_id = PG_ARGISNULL(id_arg) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(id_arg));
+	cdp_check_text_arg(&m->message_id, CDP_MAX_ID_BYTES, "event_id");
 }
 
 static Datum
@@ -473,7 +468,9 @@ cdp_track(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	memset(&m, 0, sizeof(m));
-	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+	m.event = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	cdp_check_text_arg(&m.event, CDP_MAX_NAME_BYTES, "event name");
+	if (m.event == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event must not be null or empty"),
@@ -481,11 +478,6 @@ cdp_track(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cdp_parse_identifiers(PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0), &m, true);
 	m.msgtype = "track";
-	m.event = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (strlen(m.event) > 200)
-		ereport(ERROR,
-				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				 errmsg("event name is longer than 200 bytes")));
 	check_event_args(&m, fcinfo, "properties", 2, 3, 4, 5);
 	result = write_one(&m);
 	SPI_finish();

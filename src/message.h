@@ -38,6 +38,9 @@ typedef struct CdpIssue
 	char	   *reason;
 } CdpIssue;
 
+/* An identifier waiting for its type to be created (idtypes.c). */
+typedef struct CdpPendingIdent CdpPendingIdent;
+
 typedef struct CdpMessage
 {
 	/* input */
@@ -63,6 +66,11 @@ typedef struct CdpMessage
 	char	   *preset_reject;	/* reject reason given by the loader */
 	int			base_nissues;	/* issues found while parsing */
 	bool		id_generated;
+	bool		lookup;			/* only looked up: no cap, no type created */
+	int			noffered;		/* identifiers given, for the cap */
+	int			npending;		/* identifiers of types not created yet */
+	CdpPendingIdent *pending;
+	struct HTAB *ident_set;		/* its identifiers, once there are many */
 
 	/* output */
 	CdpError	err;			/* rejected when err.sqlerrcode != 0 */

@@ -43,6 +43,7 @@
 #include "utils/guc.h"
 
 #include "normalize.h"
+#include "text_fields.h"
 
 bool		cdp_email_provider_rules = false;
 char	   *cdp_default_phone_region = NULL;
@@ -115,13 +116,11 @@ trim_copy(const char *raw)
 	return pnstrdup(s, e - s);
 }
 
+/* C0, DEL and C1: the rule of every text field (text_fields.c). */
 static bool
 has_control_chars(const char *s)
 {
-	for (; *s; s++)
-		if ((unsigned char) *s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
+	return cdp_text_has_controls(s, strlen(s));
 }
 
 /*
@@ -453,9 +452,9 @@ cdp_normalize_value(CdpIdentType *type, const char *raw, const char **why)
 				*why = "the value is empty";
 				return NULL;
 			}
-			if (strlen(s) > 1024)
+			if (strlen(s) > CDP_MAX_VALUE_BYTES)
 			{
-				*why = "the value is longer than 1024 bytes";
+				*why = psprintf("the value is longer than %d bytes", CDP_MAX_VALUE_BYTES);
 				return NULL;
 			}
 			if (has_control_chars(s))

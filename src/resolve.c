@@ -730,17 +730,14 @@ cdp_resolve(PG_FUNCTION_ARGS)
 {
 	CdpMessage	msg;
 	int64		found = 0;
-	bool		auto_create;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	memset(&msg, 0, sizeof(msg));
+	/* Looking up registers no identifier type, and is not a message to cap. */
+	msg.lookup = true;
 	SPI_connect();
-	/* Looking up must not register new identifier types. */
-	auto_create = cdp_auto_create_identifier_types;
-	cdp_auto_create_identifier_types = false;
 	cdp_parse_identifiers(PG_GETARG_JSONB_P(0), &msg, false);
-	cdp_auto_create_identifier_types = auto_create;
 	if (msg.err.sqlerrcode == 0 && msg.nidents > 0)
 	{
 		if (msg.nidents > 1)

@@ -29,6 +29,7 @@
 #include "idtypes.h"
 #include "profile.h"
 #include "segment_spec.h"
+#include "text_fields.h"
 #include "util.h"
 
 int			cdp_max_message_bytes = 4 * 1024 * 1024;
@@ -57,6 +58,17 @@ field_error(CdpMessage *m, int code, const char *field, const char *what,
 				  hint);
 }
 
+/*
+ * The rule of every text field (text_fields.c) for field of m: a violation
+ * fails the message, an empty or blank value becomes NULL.
+ */
+static void
+text_field(CdpMessage *m, char **value, const char *field, int max_bytes)
+{
+	if (m->err.sqlerrcode == 0)
+		cdp_check_text(value, max_bytes, psprintf("message field \"%s\"", field), &m->err);
+}
+
 /* A message that kept no identifier at all cannot be attributed. */
 void
 cdp_require_identifier(CdpMessage *m)
@@ -69,7 +81,7 @@ cdp_require_identifier(CdpMessage *m)
 	appendStringInfoString(&d, "Every identifier of the message was empty, invalid or blocked");
 	for (int i = 0; i < m->nissues && i < 5; i++)
 		appendStringInfo(&d, "%s %s \"%s\": %s", i ? ";" : ":", m->issues[i].type,
-						 m->issues[i].value, m->issues[i].reason);
+						 cdp_quote_text(m->issues[i].value), m->issues[i].reason);
 	appendStringInfoChar(&d, '.');
 	cdp_set_error(&m->err, ERRCODE_INVALID_PARAMETER_VALUE,
 				  "message has no usable identifier", d.data,
@@ -137,7 +149,7 @@ timestamp_field(Jsonb *obj, CdpMessage *m, const char *field, TimestampTz *out)
 	if (!cdp_parse_timestamptz(s, out))
 	{
 		field_error(m, ERRCODE_INVALID_DATETIME_FORMAT, field,
-					psprintf("is not a valid timestamp: \"%s\"", s),
+					psprintf("is not a valid timestamp: \"%s\"", cdp_quote_text(s)),
 					"Send ISO 8601 timestamps such as 2026-11-23T10:00:00.000Z.");
 		return false;
 	}
@@ -210,7 +222,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 	if (message_types[ti] == NULL)
 	{
 		cdp_set_error(&out->err, ERRCODE_INVALID_PARAMETER_VALUE,
-					  psprintf("unknown message type \"%s\"", type),
+					  psprintf("unknown message type \"%s\"", cdp_quote_text(type)),
 					  "The message was not accepted because of field \"type\".",
 					  "Use one of track, identify, page, screen, alias, group.");
 		return false;
@@ -218,9 +230,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 	out->msgtype = (char *) message_types[ti];
 
 	out->message_id = id_field(msg, out, "messageId");
-	if (out->message_id && strlen(out->message_id) > 512)
-		field_error(out, ERRCODE_STRING_DATA_RIGHT_TRUNCATION, "messageId",
-					"is longer than 512 bytes", NULL);
+	text_field(out, &out->message_id, "messageId", CDP_MAX_ID_BYTES);
 	user_id = id_field(msg, out, "userId");
 	anon_id = id_field(msg, out, "anonymousId");
 	context = object_field(msg, out, "context");
@@ -241,9 +251,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 						"is required in an alias message", NULL);
 		if (out->err.sqlerrcode)
 			return false;
-		cdp_message_add_identifier(out, "anonymous_id", prev, false);
-		if (out->nidents > 0)
-			out->idents[out->nidents - 1].alias_previous = true;
+		cdp_message_add_previous_id(out, prev);
 	}
 	else if (user_id == NULL && anon_id == NULL)
 	{
@@ -294,6 +302,7 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 		if (extra)
 			cdp_parse_identifiers(extra, out, false);
 	}
+	cdp_message_finish_identifiers(out);
 	if (out->err.sqlerrcode)
 		return false;
 
@@ -302,14 +311,17 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 	{
 		JsonbValue	ev;
 
-		if (cdp_jsonb_get(msg, "event", &ev) == NULL || ev.type != jbvString ||
-			ev.val.string.len == 0)
+		if (cdp_jsonb_get(msg, "event", &ev) != NULL && ev.type == jbvString)
+			out->event = pnstrdup(ev.val.string.val, ev.val.string.len);
+		text_field(out, &out->event, "event", CDP_MAX_NAME_BYTES);
+		if (out->err.sqlerrcode)
+			return false;
+		if (out->event == NULL)
 		{
 			field_error(out, ERRCODE_INVALID_PARAMETER_VALUE, "event",
 						"is required in a track message and must be a non-empty string", NULL);
 			return false;
 		}
-		out->event = pnstrdup(ev.val.string.val, Min(ev.val.string.len, 200));
 		out->properties = props ? props : cdp_empty_object();
 	}
 	else if (strcmp(out->msgtype, "page") == 0 || strcmp(out->msgtype, "screen") == 0)
@@ -319,6 +331,10 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 		char	   *name = cdp_jsonb_get_text(msg, "name", NULL);
 		char	   *category = cdp_jsonb_get_text(msg, "category", NULL);
 
+		text_field(out, &name, "name", CDP_MAX_NAME_BYTES);
+		text_field(out, &category, "category", CDP_MAX_NAME_BYTES);
+		if (out->err.sqlerrcode)
+			return false;
 		out->event = out->msgtype;
 		/* name and category join the properties, as Segment's warehouses do */
 		if (name || category)
@@ -372,6 +388,9 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 	{
 		char	   *group_id = id_field(msg, out, "groupId");
 
+		text_field(out, &group_id, "groupId", CDP_MAX_ID_BYTES);
+		if (out->err.sqlerrcode)
+			return false;
 		if (group_id == NULL)
 		{
 			if (!out->err.sqlerrcode)
@@ -393,8 +412,14 @@ cdp_parse_segment_message(Jsonb *msg, CdpMessage *out, TimestampTz received_at)
 
 	/* channel: the Segment field, else context.channel */
 	out->channel = cdp_jsonb_get_text(msg, "channel", NULL);
+	text_field(out, &out->channel, "channel", CDP_MAX_CHANNEL_BYTES);
 	if (out->channel == NULL && context)
+	{
 		out->channel = cdp_jsonb_get_text(context, "channel", NULL);
+		text_field(out, &out->channel, "context.channel", CDP_MAX_CHANNEL_BYTES);
+	}
+	if (out->err.sqlerrcode)
+		return false;
 
 	/* Time, with Segment's clock-skew correction. */
 	/* RudderStack's SDKs send the client's time as originalTimestamp only. */

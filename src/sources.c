@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 
 #include "sources.h"
+#include "text_fields.h"
 #include "util.h"
 
 typedef struct SourceVerdict
@@ -56,7 +57,7 @@ judge(SourceVerdict *v)
 	memset(&v->err, 0, sizeof(v->err));
 	if (SPI_processed == 0)
 		cdp_set_error(&v->err, ERRCODE_INVALID_PARAMETER_VALUE,
-					  psprintf("unknown source \"%s\"", v->source),
+					  psprintf("unknown source \"%s\"", cdp_quote_text(v->source)),
 					  "Sources are the rows of cdp.sources.",
 					  "Create it with cdp.create_source(name), or leave source empty for messages that belong to no source.");
 	else if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
