@@ -528,6 +528,7 @@ materialize(Engine *e, int *dup_of)
 		if (cdp_msg_active(m) && m->node >= 0)
 			m->profile_id = e->nodes[cdp_engine_find_root(e, m->node)].profile_id;
 	}
+	cdp_engine_name_profiles(e);
 
 	if (e->nsteps > 0)
 	{
@@ -615,6 +616,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 	e.msgs = msgs;
 	e.nmsgs = nmsgs;
 	e.ntypes = cdp_ident_type_count();
+	e.name_profiles = true;
 
 	for (int i = 0; i < nmsgs; i++)
 	{
