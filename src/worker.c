@@ -34,6 +34,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -405,19 +406,37 @@ cdp_drain_main(Datum main_arg)
 }
 
 /*
+ * Is this the database the worker serves?  The worker connects to
+ * cdp.database by name.
+ */
+static bool
+serves_this_database(void)
+{
+	char	   *name;
+
+	if (cdp_database == NULL || cdp_database[0] == '\0')
+		return false;
+	name = get_database_name(MyDatabaseId);
+	return name != NULL && strcmp(name, cdp_database) == 0;
+}
+
+/*
  * cdp.worker_status() → one row: pid, started, heartbeat, rounds, drained,
  * rejected, errors, last_error, (from every backend) messages resolved by
- * the identity engine and the seconds spent on them, and the worker's
- * current batch size.
+ * the identity engine and the seconds spent on them, the worker's current
+ * batch size, the database it serves (cdp.database) and whether that is
+ * this one.  The status board is the server's: in a database the worker
+ * does not serve, what the worker reports is NULL.
  */
 PG_FUNCTION_INFO_V1(cdp_worker_status);
 Datum
 cdp_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[13];
+	bool		nulls[13] = {0};
 	CdpStatus	s;
+	bool		served = serves_this_database();
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_cdp: return type must be a row type");
@@ -441,5 +460,18 @@ cdp_worker_status(PG_FUNCTION_ARGS)
 	values[9] = Float8GetDatum(s.resolve_usec / 1000000.0);
 	values[10] = Int32GetDatum(s.batch_limit);
 	nulls[10] = (s.batch_limit == 0);
+	/*
+	 * Another database's worker is not this one's: of the board, keep only
+	 * the identity engine's figures, which count every backend.
+	 */
+	if (!served)
+	{
+		for (int i = 0; i <= 7; i++)
+			nulls[i] = true;
+		nulls[10] = true;
+	}
+	values[11] = CStringGetTextDatum(cdp_database ? cdp_database : "");
+	nulls[11] = (cdp_database == NULL || cdp_database[0] == '\0');
+	values[12] = BoolGetDatum(served);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
