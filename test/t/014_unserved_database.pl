@@ -2,12 +2,14 @@
 # so CREATE EXTENSION (and ALTER EXTENSION UPDATE) anywhere else warns, with
 # a hint naming the setting, and that database's cdp.worker_status() and
 # cdp.stats say that no worker serves it instead of showing the served
-# database's worker. cdp.tick() still drains it.
+# database's worker. cdp.tick() still drains it. And cdp.database may name
+# a database that is created later: the worker waits for it quietly.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
 use CdpTestNode;
 
 # cdp.database = 'postgres'
@@ -88,5 +90,41 @@ is($bare->safe_psql('postgres',
 	q{SELECT coalesce(served_database, 'none') || ' ' || serves_this_database || ' ' || coalesce(pid::text, 'no pid') FROM cdp.worker_status()}),
 	'none false no pid', 'worker_status: no database served');
 $bare->stop;
+
+# cdp.database names a database that does not exist yet. The worker and its
+# helper fail to connect once, then wait quietly instead of failing again
+# each time the postmaster restarts them (every 5 seconds).
+my $early = cdp_node('early', "cdp.database = 'later'\n");
+my $fatal = qr/FATAL:  database "later" does not exist/;
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+my $log = '';
+while (time < $deadline)
+{
+	$log = slurp_file($early->logfile);
+	last if $log =~ /pg_cdp worker waits for database "later" to be created/
+	  && $log =~ /pg_cdp drain helper waits for database "later" to be created/;
+	usleep(100_000);
+}
+like($log, qr/pg_cdp worker waits for database "later" to be created/, 'the worker waits for the database');
+like($log, qr/pg_cdp drain helper waits for database "later" to be created/, 'and so does its helper');
+my $fatals = () = $log =~ /$fatal/g;
+ok($fatals <= 2, "at most one failed connection each ($fatals)");
+# Longer than the postmaster's restart interval: no new failure.
+my $until = time + 7;
+usleep(200_000) while time < $until && (() = slurp_file($early->logfile) =~ /$fatal/g) == $fatals;
+is(scalar(() = slurp_file($early->logfile) =~ /$fatal/g), $fatals, 'no new failure while it waits');
+
+# Once the database exists, the worker serves it.
+$early->safe_psql('postgres', 'CREATE DATABASE later');
+($ret, $out, $err) = $early->psql('later', 'CREATE EXTENSION pg_cdp');
+unlike($err, qr/WARNING/, 'CREATE EXTENSION there does not warn: it is the served database');
+$early->safe_psql('later', q{
+INSERT INTO cdp.inbox (message) VALUES
+  ('{"type": "track", "userId": "u-3", "event": "Later", "messageId": "l-1"}')});
+ok($early->poll_query_until('later',
+	'SELECT pid IS NOT NULL AND serves_this_database AND drained = 1 FROM cdp.worker_status()'),
+	'the worker connected to the new database and drained its inbox');
+is(scalar(() = slurp_file($early->logfile) =~ /$fatal/g), $fatals, 'without another failure');
+$early->stop;
 
 done_testing();
