@@ -93,5 +93,20 @@ is($node->safe_psql('postgres', $state),
 like($node->safe_psql('postgres', $profiles), qr/^customer-2 2022-11-20 17:45:00 Bob email=bob\@example\.com,phone=\+442079460958$/m,
 	'Bob\'s new phone joined his profile');
 
+# The README's way to name the source of a COPY: events record it.
+my $file = PostgreSQL::Test::Utils::tempdir() . '/events.jsonl';
+open(my $fh, '>', $file) or die "cannot write $file: $!";
+print $fh qq{{"type": "track", "userId": "customer-3", "event": "Viewed", "messageId": "v-1"}\n};
+print $fh qq{{"type": "track", "userId": "customer-3", "event": "Viewed", "properties": {"path": "a\\\\b"}, "messageId": "v-2"}\n};
+close $fh;
+$node->safe_psql('postgres', "SELECT cdp.create_source('shop') IS NOT NULL");
+$node->safe_psql('postgres', readme_block('inbox-source') =~ s/'events\.jsonl'/'$file'/r);
+$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cdp.inbox')
+  or die 'the worker did not drain the COPY';
+is($node->safe_psql('postgres', q{
+SELECT string_agg(format('%s %s %s', event_id, source, coalesce(properties->>'path', '-')), ', ' ORDER BY event_id)
+FROM cdp.events WHERE event = 'Viewed'}),
+	'v-1 shop -, v-2 shop a\\b', 'the COPY\'s events record their source, backslashes intact');
+
 $node->stop;
 done_testing();
