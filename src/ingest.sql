@@ -2,8 +2,10 @@
 -- ingest functions.
 
 -- Events, partitioned by month of occurred_at. Months get their own
--- partition ahead of time (cdp.create_event_partitions, run by the worker and
--- cdp.tick()); anything else lands in the default partition.
+-- partition ahead of time (cdp.ensure_event_partitions, run by the worker and
+-- cdp.tick(), and before a backfill); anything else lands in the default
+-- partition, from which cdp.create_event_partitions moves a month's rows
+-- when the month gets its partition.
 CREATE TABLE cdp.events (
     profile_id          bigint NOT NULL,
     occurred_at         timestamptz NOT NULL,
