@@ -213,19 +213,92 @@ cdp_engine_new_node(Engine *e, int64 profile_id, bool stored)
 	return e->nnodes++;
 }
 
-/* May components a and b become one without breaking a limit? */
+/*
+ * May components a and b become one without breaking a limit?  When not,
+ * *limit is the type whose limit forbids it, or -1 for
+ * cdp.max_identities_per_profile.
+ */
 static bool
-can_union(Engine *e, int a, int b)
+can_union(Engine *e, int a, int b, int *limit)
 {
 	UfNode	   *x = &e->nodes[a];
 	UfNode	   *y = &e->nodes[b];
 
+	*limit = -1;
 	if (x->total + y->total > cdp_max_identities_per_profile)
 		return false;
 	for (int t = 0; t < e->ntypes; t++)
 		if (x->counts[t] + y->counts[t] > cdp_ident_type_at(t)->max_per_profile)
+		{
+			*limit = t;
 			return false;
+		}
 	return true;
+}
+
+/* The limit that keeps two components apart, in words. */
+static char *
+limit_text(Engine *e, int a, int b, int limit)
+{
+	if (limit < 0)
+		return psprintf("cdp.max_identities_per_profile (%d; they have %d identifiers together)",
+						cdp_max_identities_per_profile,
+						e->nodes[a].total + e->nodes[b].total);
+	return psprintf("the limit of %d %s identifier(s) per profile (they have %d together)",
+					cdp_ident_type_at(limit)->max_per_profile, cdp_ident_type_at(limit)->name,
+					e->nodes[a].counts[limit] + e->nodes[b].counts[limit]);
+}
+
+/*
+ * A message's identifier stays with the profile that has it, as a limit
+ * forbids merging that profile into the message's.  The issue names that
+ * profile once its id is known: a profile this batch creates gets its id
+ * when the batch is written (cdp_engine_name_profiles).
+ */
+static void
+refuse_merge(Engine *e, CdpMessage *m, int msg, CdpIdent *id, int cur, int other)
+{
+	int			limit;
+	char	   *why;
+
+	(void) can_union(e, cur, other, &limit);
+	why = limit_text(e, cur, other, limit);
+	if (!e->name_profiles)
+	{
+		cdp_add_issue(m, cdp_ident_type_name(id), id->value,
+					  psprintf("not merged: merging the two profiles would exceed %s", why));
+		return;
+	}
+	cdp_add_issue(m, cdp_ident_type_name(id), id->value, why);
+	if (e->nrefusals % 16 == 0)
+		e->refusals = e->refusals ?
+			repalloc(e->refusals, sizeof(CdpRefusal) * (e->nrefusals + 16)) :
+			palloc(sizeof(CdpRefusal) * 16);
+	e->refusals[e->nrefusals].msg = msg;
+	e->refusals[e->nrefusals].issue = m->nissues - 1;
+	e->refusals[e->nrefusals].node = other;
+	e->nrefusals++;
+}
+
+/*
+ * cdp_engine_name_profiles words the refused merges' issues, once every
+ * component has its profile id: "not merged: profile N has it, ...".  The
+ * profile named is the one that has the identifier at the end of the
+ * batch.
+ */
+void
+cdp_engine_name_profiles(Engine *e)
+{
+	for (int k = 0; k < e->nrefusals; k++)
+	{
+		CdpRefusal *r = &e->refusals[k];
+		CdpIssue   *is = &e->msgs[r->msg].issues[r->issue];
+		int64		owner = e->nodes[cdp_engine_find_root(e, r->node)].profile_id;
+
+		is->reason = psprintf("not merged: profile " INT64_FORMAT
+							  " has it, and merging the two profiles would exceed %s",
+							  owner, is->reason);
+	}
 }
 
 /* Union two roots; the older profile wins.  Returns the root. */
@@ -392,11 +465,12 @@ cdp_engine_plan_message(Engine *e, CdpMessage *m, int i)
 			continue;
 		if (n >= 0)
 		{
-			if (can_union(e, cur, n))
+			int			limit;
+
+			if (can_union(e, cur, n, &limit))
 				cur = union_roots(e, cur, n, i);
 			else
-				cdp_add_issue(m, t->name, id->value,
-							  "not merged: the merge would exceed an identifier limit");
+				refuse_merge(e, m, i, id, cur, n);
 		}
 		else if (e->nodes[cur].counts[id->type] < t->max_per_profile &&
 				 e->nodes[cur].total < cdp_max_identities_per_profile)

@@ -54,6 +54,14 @@ typedef struct UfNode
 	int			total;
 } UfNode;
 
+/* A merge a limit refused: issue number issue of message msg. */
+typedef struct CdpRefusal
+{
+	int			msg;
+	int			issue;
+	int			node;			/* a node of the profile that has the identifier */
+} CdpRefusal;
+
 typedef struct Engine
 {
 	CdpMessage *msgs;
@@ -76,6 +84,10 @@ typedef struct Engine
 	int			counts_left;
 	/* identifiers looked up under the exclusive global lock: owners stay */
 	bool		owners_stable;
+	/* refused merges name the other profile (cdp_engine_name_profiles) */
+	bool		name_profiles;
+	CdpRefusal *refusals;
+	int			nrefusals;
 } Engine;
 
 /* Root of node n's component (path halving); inline, as it is hot. */
@@ -121,5 +133,7 @@ extern void cdp_engine_plan_message(Engine *e, CdpMessage *m, int i);
 /* Replay the batch's messages in order. */
 extern void cdp_engine_plan(Engine *e);
 extern void cdp_sort_pairs(PairKey **keys, int n);
+/* Once every component has its profile id: word the refused merges' issues. */
+extern void cdp_engine_name_profiles(Engine *e);
 
 #endif							/* PG_CDP_ENGINE_H */

@@ -356,6 +356,20 @@ parse_raw(CdpMessage *m, const char *raw)
 	sem.scalar = jb_scalar;
 	lex = makeJsonLexContextCstringLen((char *) raw, len, GetDatabaseEncoding(), true);
 	rc = pg_parse_json(lex, &sem);
+	if (rc == JSON_UNICODE_CODE_POINT_ZERO)
+	{
+		/* Valid JSON otherwise?  A parse that keeps no strings accepts \u0000. */
+		lex = makeJsonLexContextCstringLen((char *) raw, len, GetDatabaseEncoding(), false);
+		rc = pg_parse_json(lex, &nullSemAction);
+		if (rc == JSON_SUCCESS)
+		{
+			cdp_set_error(&m->err, ERRCODE_INVALID_TEXT_REPRESENTATION,
+						  "message contains \\u0000, which jsonb cannot store",
+						  "The message is valid JSON, but PostgreSQL's jsonb cannot store the code point U+0000 (\\u0000) in a string: remove it, or replace it (with \\uFFFD, for example), before loading.",
+						  NULL);
+			return;
+		}
+	}
 	if (rc != JSON_SUCCESS || build.error || build.result == NULL)
 	{
 		cdp_set_error(&m->err, ERRCODE_INVALID_TEXT_REPRESENTATION,

@@ -24,6 +24,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -75,7 +76,12 @@ static const CdpProfileTable ingest_tables[] = {
 	},
 };
 
-/* Month partitions of cdp.events: a few ahead, checked once a minute. */
+/*
+ * Month partitions of cdp.events: the previous month to two ahead, checked
+ * once a minute.  A month whose rows sit in the default partition (the
+ * worker was stopped, or events came before the first cdp.tick()) gets
+ * them moved; that goes to the server log, not to cdp.tick()'s caller.
+ */
 static int64
 task_partitions(bool *more)
 {
@@ -83,17 +89,26 @@ task_partitions(bool *more)
 	TimestampTz now = GetCurrentTimestamp();
 	int			rc;
 	bool		isnull;
+	int			nest;
+	int64		created;
 
 	*more = false;
 	if (IsBackgroundWorker && last != 0 && !TimestampDifferenceExceeds(last, now, 60 * 1000))
 		return 0;
 	last = now;
-	rc = SPI_execute("SELECT cdp.create_event_partitions(date_trunc('month', cdp.now())::date - 31, 4)",
-					 false, 0);
+	nest = NewGUCNestLevel();
+	(void) set_config_option("client_min_messages", "warning", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("log_min_messages", "notice", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute("SELECT cdp.ensure_event_partitions(cdp.now() - interval '1 month', "
+					 "cdp.now() + interval '2 months')", false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: partition maintenance failed");
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									   &isnull));
+	created = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										  &isnull));
+	AtEOXact_GUC(true, nest);
+	return created;
 }
 
 /* what later subsystems do with written events, in the same transaction */

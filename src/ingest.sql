@@ -2,8 +2,10 @@
 -- ingest functions.
 
 -- Events, partitioned by month of occurred_at. Months get their own
--- partition ahead of time (cdp.create_event_partitions, run by the worker and
--- cdp.tick()); anything else lands in the default partition.
+-- partition ahead of time (cdp.ensure_event_partitions, run by the worker and
+-- cdp.tick(), and before a backfill); anything else lands in the default
+-- partition, from which cdp.create_event_partitions moves a month's rows
+-- when the month gets its partition.
 CREATE TABLE cdp.events (
     profile_id          bigint NOT NULL,
     occurred_at         timestamptz NOT NULL,
@@ -98,6 +100,7 @@ DECLARE
     hi      timestamptz;
     part    text;
     g       record;
+    moved   bigint;
     created integer := 0;
 BEGIN
     IF start_month IS NULL OR months IS NULL THEN
@@ -118,13 +121,40 @@ BEGIN
         CONTINUE WHEN to_regclass(format('cdp.%I', part)) IS NOT NULL;
         lo := m::timestamp AT TIME ZONE 'UTC';
         hi := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
-        -- A month whose rows already sit in the default partition keeps them there.
-        CONTINUE WHEN EXISTS (SELECT 1 FROM cdp.events_default
-                              WHERE occurred_at >= lo AND occurred_at < hi);
-        EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
-                       part, lo, hi);
+        moved := NULL;
+        IF NOT EXISTS (SELECT 1 FROM cdp.events_default
+                       WHERE occurred_at >= lo AND occurred_at < hi) THEN
+            EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                           part, lo, hi);
+        ELSE
+            -- The month's rows sit in the default partition, which may hold
+            -- none of a partition's range: they move to a table of the
+            -- month's own, attached once it has them.  Writers wait
+            -- meanwhile (cdp.events locked against writes), so that no row
+            -- of the month lands in the default partition, and theirs then
+            -- route to the new one; readers of the default partition wait
+            -- too.  The CHECK matching the bound spares ATTACH a scan of the
+            -- new table; ATTACH still scans the default partition.
+            LOCK TABLE cdp.events IN EXCLUSIVE MODE;
+            LOCK TABLE cdp.events_default IN ACCESS EXCLUSIVE MODE;
+            EXECUTE format('CREATE TABLE cdp.%I (LIKE cdp.events INCLUDING DEFAULTS INCLUDING STORAGE '
+                           'INCLUDING COMPRESSION, CONSTRAINT %I CHECK (occurred_at >= %L AND occurred_at < %L))',
+                           part, part || '_bound', lo, hi);
+            EXECUTE format('WITH gone AS (DELETE FROM cdp.events_default '
+                           'WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) '
+                           'INSERT INTO cdp.%I SELECT * FROM gone', part)
+                USING lo, hi;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+        END IF;
         EXECUTE format('CREATE INDEX %I ON cdp.%I (profile_id, occurred_at)', part || '_profile', part);
         EXECUTE format('CREATE INDEX %I ON cdp.%I USING brin (occurred_at)', part || '_occurred_at', part);
+        IF moved IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE cdp.events ATTACH PARTITION cdp.%I FOR VALUES FROM (%L) TO (%L)',
+                           part, lo, hi);
+            EXECUTE format('ALTER TABLE cdp.%I DROP CONSTRAINT %I', part, part || '_bound');
+            RAISE NOTICE 'moved % events of % from cdp.events_default to its new partition cdp.%',
+                moved, to_char(m, 'YYYY-MM'), part;
+        END IF;
         -- A partition starts with no grants: give it the parent's, so a role
         -- that reads cdp.events may read its months directly too.
         FOR g IN SELECT a.privilege_type, a.grantee
@@ -136,11 +166,66 @@ BEGIN
         END LOOP;
         created := created + 1;
     END LOOP;
+    IF created = 0 THEN
+        RAISE NOTICE 'no partition created: every month from % to % has its partition already',
+            to_char(start_month, 'YYYY-MM'),
+            to_char(date_trunc('month', start_month) + make_interval(months => months - 1), 'YYYY-MM');
+    END IF;
     RETURN created;
 END
 $$;
 COMMENT ON FUNCTION cdp.create_event_partitions(date, integer) IS
-    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet, with their indexes; returns how many';
+    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet, with their indexes, moving a month''s rows out of the default partition; returns how many';
+
+-- Before a backfill: every month the events to load fall in gets its
+-- partition, so that none of them lands in the default partition.  The
+-- worker keeps the coming months with it.
+CREATE FUNCTION cdp.ensure_event_partitions(earliest timestamptz, latest timestamptz)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+AS $$
+DECLARE
+    first_month date;
+    last_month  date;
+    m           date;
+    created     integer := 0;
+BEGIN
+    IF earliest IS NULL OR latest IS NULL THEN
+        RAISE EXCEPTION 'earliest and latest must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the first and last occurred_at of the events to load, for example cdp.ensure_event_partitions(''2019-03-01'', ''2026-05-31'').';
+    END IF;
+    IF NOT isfinite(earliest) OR NOT isfinite(latest) THEN
+        RAISE EXCEPTION 'earliest and latest must be finite timestamps'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF latest < earliest THEN
+        RAISE EXCEPTION 'latest must not be before earliest'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('earliest is %s, latest %s.', earliest, latest);
+    END IF;
+    first_month := date_trunc('month', earliest AT TIME ZONE 'UTC')::date;
+    last_month := date_trunc('month', latest AT TIME ZONE 'UTC')::date;
+    IF (extract(year FROM last_month) - extract(year FROM first_month)) * 12
+       + extract(month FROM last_month) - extract(month FROM first_month) >= 1200 THEN
+        RAISE EXCEPTION 'the range from % to % spans more than 1200 months',
+            to_char(first_month, 'YYYY-MM'), to_char(last_month, 'YYYY-MM')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Events of months without a partition land in the default partition; give the range the events to load really span.';
+    END IF;
+    m := first_month;
+    WHILE m <= last_month LOOP
+        IF to_regclass(format('cdp.%I', 'events_' || to_char(m, 'YYYY_MM'))) IS NULL THEN
+            created := created + cdp.create_event_partitions(m, 1);
+        END IF;
+        m := (m + interval '1 month')::date;
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION cdp.ensure_event_partitions(timestamptz, timestamptz) IS
+    'Gives every UTC month from earliest to latest its partition of cdp.events (cdp.create_event_partitions for each missing one); returns how many it created';
 
 CREATE FUNCTION cdp.track(identifiers jsonb, event text, properties jsonb DEFAULT '{}',
                           occurred_at timestamptz DEFAULT cdp.now(),
@@ -186,10 +271,12 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_rejects_reject_id_seq', '');
 
 REVOKE ALL ON FUNCTION cdp.inbox_wake(), cdp.create_event_partitions(date, integer),
+    cdp.ensure_event_partitions(timestamptz, timestamptz),
     cdp.track(jsonb, text, jsonb, timestamptz, text, text),
     cdp.identify(jsonb, jsonb, timestamptz, text, text),
     cdp.ingest(jsonb), cdp.ingest_batch(jsonb, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(date, integer) TO cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(date, integer),
+    cdp.ensure_event_partitions(timestamptz, timestamptz) TO cdp_admin;
 -- cdp_ingest writes events and nothing else: it cannot read profiles.
 GRANT EXECUTE ON FUNCTION cdp.track(jsonb, text, jsonb, timestamptz, text, text),
     cdp.identify(jsonb, jsonb, timestamptz, text, text),

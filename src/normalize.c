@@ -363,6 +363,7 @@ cdp_normalize_phone_str(const char *raw, const char *region, const char **why)
 	const PhoneRegion *r;
 	const char *d;
 	int			n;
+	bool		by_setting;
 
 	initStringInfo(&digits);
 	for (char *p = s; *p; p++)
@@ -402,10 +403,18 @@ cdp_normalize_phone_str(const char *raw, const char *region, const char **why)
 		return psprintf("+%s", d);
 	}
 
+	/*
+	 * A number without a country code is read in the default region, which
+	 * may not be the one it was written in: say which region it was read
+	 * in, and where that came from.
+	 */
+	by_setting = (region == NULL || region == cdp_default_phone_region);
 	r = find_region(region ? region : "US");
 	if (r == NULL)
 	{
-		*why = "the default phone region is not known; write numbers with their country code";
+		*why = psprintf("the phone number has no country code, and %s \"%s\" is not a known region; "
+						"write it with its country code (+...)",
+						by_setting ? "cdp.default_phone_region" : "the region", region);
 		return NULL;
 	}
 	if (strcmp(r->cc, "1") == 0 && strlen(d) == 11 && d[0] == '1')
@@ -415,13 +424,21 @@ cdp_normalize_phone_str(const char *raw, const char *region, const char **why)
 	n = strlen(d);
 	if (n < r->min_nsn || n > r->max_nsn)
 	{
-		*why = psprintf("a national phone number of region %s has %d to %d digits",
-						r->region, r->min_nsn, r->max_nsn);
+		char	   *len = r->min_nsn == r->max_nsn ? psprintf("%d", r->min_nsn) :
+			psprintf("%d to %d", r->min_nsn, r->max_nsn);
+
+		*why = psprintf("the phone number has no country code, so it was read as a national number of region %s%s, "
+						"whose numbers have %s digits; write it with its country code (+...)%s",
+						r->region, by_setting ? " (cdp.default_phone_region)" : "", len,
+						by_setting ? " or set cdp.default_phone_region to its region" : "");
 		return NULL;
 	}
 	if (strcmp(r->cc, "1") == 0 && (d[0] == '0' || d[0] == '1'))
 	{
-		*why = "a North American area code cannot start with 0 or 1";
+		*why = psprintf("the phone number has no country code, so it was read as a national number of region %s%s, "
+						"where an area code cannot start with 0 or 1; write it with its country code (+...)%s",
+						r->region, by_setting ? " (cdp.default_phone_region)" : "",
+						by_setting ? " or set cdp.default_phone_region to its region" : "");
 		return NULL;
 	}
 	return psprintf("+%s%s", r->cc, d);

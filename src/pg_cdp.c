@@ -65,10 +65,11 @@ _PG_init(void)
 	cdp_resolve_init();
 	cdp_merge_init();
 	cdp_segment_spec_init();
+	/* before the drain: a round makes its months' partitions, then writes */
+	cdp_ingest_init();
 	cdp_inbox_init();
 	cdp_drainers_init();
 	cdp_drain_init();
-	cdp_ingest_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
 

@@ -459,6 +459,60 @@ load_counts(Engine *e)
 }
 
 /*
+ * When each identifier the batch attaches was first seen: when the earliest
+ * message of the batch that carries it happened (a backfill's history, in
+ * whatever order it is loaded), but never later than now.  Indexed by
+ * attachment.
+ */
+static TimestampTz *
+first_seen(Engine *e, TimestampTz now)
+{
+	TimestampTz *first = palloc(sizeof(TimestampTz) * e->natt);
+	HASHCTL		ctl;
+	HTAB	   *att_of;
+
+	typedef struct
+	{
+		IdentEntry *entry;
+		int			att;
+	}			AttEntry;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(IdentEntry *);
+	ctl.entrysize = sizeof(AttEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	att_of = hash_create("pg_cdp attachments", e->natt, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int a = 0; a < e->natt; a++)
+	{
+		CdpIdent   *id = &e->msgs[e->att_msg[a]].idents[e->att_ident[a]];
+
+		first[a] = Min(e->msgs[e->att_msg[a]].occurred_at, now);
+		if (id->entry)
+			((AttEntry *) hash_search(att_of, &id->entry, HASH_ENTER, NULL))->att = a;
+	}
+	for (int i = 0; i < e->nmsgs; i++)
+	{
+		CdpMessage *m = &e->msgs[i];
+
+		if (!cdp_msg_active(m))
+			continue;
+		for (int j = 0; j < m->nidents; j++)
+		{
+			AttEntry   *ae;
+
+			if (m->idents[j].entry == NULL)
+				continue;
+			ae = hash_search(att_of, &m->idents[j].entry, HASH_FIND, NULL);
+			if (ae && m->occurred_at < first[ae->att])
+				first[ae->att] = m->occurred_at;
+		}
+	}
+	hash_destroy(att_of);
+	return first;
+}
+
+/*
  * Write the plan: profiles for surviving new components, merges, new
  * identities, issues; then give every message its final profile id.
  */
@@ -481,6 +535,7 @@ materialize(Engine *e, int *dup_of)
 	if (nnew > 0)
 	{
 		int			k = 0;
+		TimestampTz *first;
 
 		if (seq_plan == NULL)
 		{
@@ -497,26 +552,49 @@ materialize(Engine *e, int *dup_of)
 		newids = palloc(sizeof(int64) * nnew);
 		created = palloc(sizeof(TimestampTz) * nnew);
 		(void) cdp_spi_int64_column(newids);
+
+		/*
+		 * A new profile was created when the earliest of its messages
+		 * happened (a backfill's history, not the time of the load), but
+		 * never later than now.
+		 */
+		first = palloc(sizeof(TimestampTz) * e->nnodes);
+		for (int n = 0; n < e->nnodes; n++)
+			first[n] = now;
+		for (int i = 0; i < e->nmsgs; i++)
+		{
+			CdpMessage *m = &e->msgs[i];
+
+			if (cdp_msg_active(m) && m->node >= 0)
+			{
+				int			r = cdp_engine_find_root(e, m->node);
+
+				if (m->occurred_at < first[r])
+					first[r] = m->occurred_at;
+			}
+		}
 		/* nextval hands out ascending ids: the oldest component gets the lowest */
 		for (int n = 0; n < e->nnodes; n++)
 			if (!e->nodes[n].stored && cdp_engine_find_root(e, n) == n)
 			{
-				created[k] = now;
+				created[k] = first[n];
 				e->nodes[n].profile_id = newids[k++];
 			}
+		pfree(first);
 
 		if (prof_plan == NULL)
 		{
-			Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+			Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 
 			prof_plan = cdp_prepare("INSERT INTO cdp.profiles (profile_id, created_at, updated_at) "
 									"OVERRIDING SYSTEM VALUE "
-									"SELECT id, at, at FROM (SELECT unnest($1::int8[]) AS id, "
+									"SELECT id, at, $3 FROM (SELECT unnest($1::int8[]) AS id, "
 									"  unnest($2::timestamptz[]) AS at) AS u",
-									2, argtypes);
+									3, argtypes);
 		}
 		args[0] = cdp_int8_array(newids, nnew);
 		args[1] = cdp_timestamptz_array(created, nnew);
+		args[2] = TimestampTzGetDatum(now);
 		cdp_spi_exec(prof_plan, args, SPI_OK_INSERT);
 	}
 
@@ -528,6 +606,7 @@ materialize(Engine *e, int *dup_of)
 		if (cdp_msg_active(m) && m->node >= 0)
 			m->profile_id = e->nodes[cdp_engine_find_root(e, m->node)].profile_id;
 	}
+	cdp_engine_name_profiles(e);
 
 	if (e->nsteps > 0)
 	{
@@ -540,6 +619,8 @@ materialize(Engine *e, int *dup_of)
 		char	  **types = palloc(sizeof(char *) * e->natt);
 		char	  **values = palloc(sizeof(char *) * e->natt);
 		int64	   *owners = palloc(sizeof(int64) * e->natt);
+		TimestampTz *seen = palloc(sizeof(TimestampTz) * e->natt);
+		TimestampTz *first = first_seen(e, now);
 		PairKey    *rows = palloc(sizeof(PairKey) * e->natt);
 		PairKey   **sorted = palloc(sizeof(PairKey *) * e->natt);
 
@@ -560,19 +641,21 @@ materialize(Engine *e, int *dup_of)
 			types[k] = (char *) rows[a].a;
 			values[k] = (char *) rows[a].b;
 			owners[k] = e->msgs[e->att_msg[a]].profile_id;
+			seen[k] = first[a];
 		}
 		if (ident_plan == NULL)
 		{
-			Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+			Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
 
 			ident_plan = cdp_prepare("INSERT INTO cdp.identities (type, value, profile_id, first_seen_at) "
-									 "SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::int8[]), $4",
+									 "SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::int8[]), "
+									 "  unnest($4::timestamptz[])",
 									 4, argtypes);
 		}
 		args[0] = cdp_text_array(types, e->natt);
 		args[1] = cdp_text_array(values, e->natt);
 		args[2] = cdp_int8_array(owners, e->natt);
-		args[3] = TimestampTzGetDatum(now);
+		args[3] = cdp_timestamptz_array(seen, e->natt);
 		cdp_spi_exec(ident_plan, args, SPI_OK_INSERT);
 	}
 
@@ -615,6 +698,7 @@ cdp_resolve_messages(CdpMessage *msgs, int nmsgs, bool dedupe_first,
 	e.msgs = msgs;
 	e.nmsgs = nmsgs;
 	e.ntypes = cdp_ident_type_count();
+	e.name_profiles = true;
 
 	for (int i = 0; i < nmsgs; i++)
 	{

@@ -37,6 +37,7 @@ typedef struct CdpStatus
 	uint64		resolve_usec;	/* time spent resolving them, all backends */
 	uint64		ingest_waits;	/* writers that waited for a drainer's lock */
 	int			batch_limit;	/* the worker's current batch size */
+	bool		database_missing;	/* connecting to cdp.database failed */
 	char		last_error[256];
 } CdpStatus;
 

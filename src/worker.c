@@ -32,8 +32,13 @@
 #include <malloc.h>
 #endif
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -74,6 +79,9 @@ static bool extension_missing = false;
 
 /* The process's drainer slot: 0 for the worker, its helpers 1 and up. */
 static int	my_slot = -1;
+
+/* set once the process is connected to cdp.database */
+static bool connected = false;
 
 void
 cdp_worker_init(void)
@@ -315,6 +323,89 @@ worker_detach(int code, Datum arg)
 }
 
 /*
+ * A process that exits before it is connected could not connect to
+ * cdp.database, most likely because it is not created yet: the next start
+ * waits for it (wait_for_database).
+ */
+static void
+note_failed_connection(int code, Datum arg)
+{
+	if (connected || code == 0)
+		return;
+	SpinLockAcquire(&cdp_status->mutex);
+	cdp_status->database_missing = true;
+	SpinLockRelease(&cdp_status->mutex);
+}
+
+/*
+ * Is there a database of that name?  For a process connected to no
+ * database, which can read the shared catalogs only, and only by a heap
+ * scan (their indexes' relcache entries would need pg_class).
+ */
+static bool
+database_exists(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		found = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
+ * cdp.database may name a database that is not created yet.  Connecting to
+ * it fails with a FATAL, and the postmaster starts the process again every
+ * few seconds, each time with another FATAL in the log.  So once connecting
+ * failed, the next start connects to no database, looks for cdp.database
+ * in pg_database every second, quietly, and exits once it exists, to be
+ * started again and connect.  (A process connects to one database for its
+ * life: the one that looked cannot be the one that works.)
+ */
+static void
+wait_for_database(void)
+{
+	bool		missing;
+
+	SpinLockAcquire(&cdp_status->mutex);
+	missing = cdp_status->database_missing;
+	SpinLockRelease(&cdp_status->mutex);
+	if (!missing)
+		return;
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	ereport(LOG,
+			(errmsg("pg_cdp %s waits for database \"%s\" to be created",
+					my_slot == 0 ? "worker" : "drain helper", cdp_database),
+			 errdetail("cdp.database names a database that does not exist.")));
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (database_exists(cdp_database))
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	SpinLockAcquire(&cdp_status->mutex);
+	cdp_status->database_missing = false;
+	SpinLockRelease(&cdp_status->mutex);
+	ereport(LOG,
+			(errmsg("database \"%s\" exists: the pg_cdp %s restarts to connect to it",
+					cdp_database, my_slot == 0 ? "worker" : "drain helper")));
+	proc_exit(1);
+}
+
+/*
  * The worker and its helpers connect as the bootstrap superuser.  Whatever
  * they run must resolve only to pg_catalog and cdp, which no other role can
  * write to: a function another role planted in public would otherwise be a
@@ -325,7 +416,10 @@ worker_detach(int code, Datum arg)
 static void
 connect_worker(void)
 {
+	wait_for_database();
+	before_shmem_exit(note_failed_connection, (Datum) 0);
 	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+	connected = true;
 	SetConfigOption("search_path", "pg_catalog, cdp, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
@@ -405,19 +499,37 @@ cdp_drain_main(Datum main_arg)
 }
 
 /*
+ * Is this the database the worker serves?  The worker connects to
+ * cdp.database by name.
+ */
+static bool
+serves_this_database(void)
+{
+	char	   *name;
+
+	if (cdp_database == NULL || cdp_database[0] == '\0')
+		return false;
+	name = get_database_name(MyDatabaseId);
+	return name != NULL && strcmp(name, cdp_database) == 0;
+}
+
+/*
  * cdp.worker_status() → one row: pid, started, heartbeat, rounds, drained,
  * rejected, errors, last_error, (from every backend) messages resolved by
- * the identity engine and the seconds spent on them, and the worker's
- * current batch size.
+ * the identity engine and the seconds spent on them, the worker's current
+ * batch size, the database it serves (cdp.database) and whether that is
+ * this one.  The status board is the server's: in a database the worker
+ * does not serve, what the worker reports is NULL.
  */
 PG_FUNCTION_INFO_V1(cdp_worker_status);
 Datum
 cdp_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[13];
+	bool		nulls[13] = {0};
 	CdpStatus	s;
+	bool		served = serves_this_database();
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_cdp: return type must be a row type");
@@ -441,5 +553,18 @@ cdp_worker_status(PG_FUNCTION_ARGS)
 	values[9] = Float8GetDatum(s.resolve_usec / 1000000.0);
 	values[10] = Int32GetDatum(s.batch_limit);
 	nulls[10] = (s.batch_limit == 0);
+	/*
+	 * Another database's worker is not this one's: of the board, keep only
+	 * the identity engine's figures, which count every backend.
+	 */
+	if (!served)
+	{
+		for (int i = 0; i <= 7; i++)
+			nulls[i] = true;
+		nulls[10] = true;
+	}
+	values[11] = CStringGetTextDatum(cdp_database ? cdp_database : "");
+	nulls[11] = (cdp_database == NULL || cdp_database[0] == '\0');
+	values[12] = BoolGetDatum(served);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -11,14 +11,19 @@ CREATE FUNCTION cdp.worker_status(
     OUT pid integer, OUT started_at timestamptz, OUT heartbeat timestamptz,
     OUT rounds bigint, OUT drained bigint, OUT rejected bigint, OUT errors bigint,
     OUT last_error text, OUT resolved_messages bigint, OUT resolve_seconds double precision,
-    OUT batch_size integer)
+    OUT batch_size integer, OUT served_database text, OUT serves_this_database boolean)
     RETURNS record
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'cdp_worker_status';
+COMMENT ON FUNCTION cdp.worker_status() IS
+    'The worker''s pid, heartbeat and counters; in a database it does not serve (served_database is cdp.database) they are NULL';
 
 CREATE VIEW cdp.stats AS
-    SELECT 'worker'::text AS section, 'pid'::text AS metric,
-           w.pid::numeric AS value, w.started_at AS at
+    SELECT 'worker'::text AS section, 'serves_this_database'::text AS metric,
+           w.serves_this_database::int::numeric AS value, NULL::timestamptz AS at
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'pid', w.pid, w.started_at
     FROM cdp.worker_status() w
     UNION ALL
     SELECT 'worker', 'heartbeat_age_seconds',
@@ -56,7 +61,7 @@ CREATE VIEW cdp.stats AS
     UNION ALL
     SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes;
 COMMENT ON VIEW cdp.stats IS
-    'Operational figures: worker heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
+    'Operational figures: whether the worker serves this database, its heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
 
 REVOKE ALL ON FUNCTION cdp.tick(), cdp.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.tick() TO cdp_admin;
@@ -65,3 +70,21 @@ GRANT SELECT ON cdp.stats TO cdp_analyst;
 GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.stats TO cdp_admin;
 -- cdp_connector drains the outbox (claim, ack, fail) once it exists; until
 -- then it may only see the schema.
+
+-- The worker serves one database: say so when it is another one, whose
+-- inbox would otherwise wait for a drain that never comes.  (An empty
+-- cdp.database means no worker, on purpose: cdp.tick() drives it all.  A
+-- notice would not show: extension scripts run with client_min_messages
+-- at warning.)
+DO $$
+DECLARE
+    served text := coalesce(current_setting('cdp.database', true), '');
+BEGIN
+    IF served <> '' AND served <> current_database() THEN
+        RAISE WARNING 'no pg_cdp worker serves database "%"', current_database()
+            USING DETAIL = format('The worker serves database "%s" (cdp.database) only: nothing drains cdp.inbox here or creates the coming months'' partitions until cdp.tick() is called.', served),
+                  HINT = format('Set cdp.database = %L in postgresql.conf and restart to serve this database instead, or call cdp.tick() here regularly (pg_cron can).',
+                                current_database());
+    END IF;
+END
+$$;

@@ -15,6 +15,7 @@ DECLARE
     hi      timestamptz;
     part    text;
     g       record;
+    moved   bigint;
     created integer := 0;
 BEGIN
     IF start_month IS NULL OR months IS NULL THEN
@@ -35,13 +36,40 @@ BEGIN
         CONTINUE WHEN to_regclass(format('cdp.%I', part)) IS NOT NULL;
         lo := m::timestamp AT TIME ZONE 'UTC';
         hi := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
-        -- A month whose rows already sit in the default partition keeps them there.
-        CONTINUE WHEN EXISTS (SELECT 1 FROM cdp.events_default
-                              WHERE occurred_at >= lo AND occurred_at < hi);
-        EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
-                       part, lo, hi);
+        moved := NULL;
+        IF NOT EXISTS (SELECT 1 FROM cdp.events_default
+                       WHERE occurred_at >= lo AND occurred_at < hi) THEN
+            EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                           part, lo, hi);
+        ELSE
+            -- The month's rows sit in the default partition, which may hold
+            -- none of a partition's range: they move to a table of the
+            -- month's own, attached once it has them.  Writers wait
+            -- meanwhile (cdp.events locked against writes), so that no row
+            -- of the month lands in the default partition, and theirs then
+            -- route to the new one; readers of the default partition wait
+            -- too.  The CHECK matching the bound spares ATTACH a scan of the
+            -- new table; ATTACH still scans the default partition.
+            LOCK TABLE cdp.events IN EXCLUSIVE MODE;
+            LOCK TABLE cdp.events_default IN ACCESS EXCLUSIVE MODE;
+            EXECUTE format('CREATE TABLE cdp.%I (LIKE cdp.events INCLUDING DEFAULTS INCLUDING STORAGE '
+                           'INCLUDING COMPRESSION, CONSTRAINT %I CHECK (occurred_at >= %L AND occurred_at < %L))',
+                           part, part || '_bound', lo, hi);
+            EXECUTE format('WITH gone AS (DELETE FROM cdp.events_default '
+                           'WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) '
+                           'INSERT INTO cdp.%I SELECT * FROM gone', part)
+                USING lo, hi;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+        END IF;
         EXECUTE format('CREATE INDEX %I ON cdp.%I (profile_id, occurred_at)', part || '_profile', part);
         EXECUTE format('CREATE INDEX %I ON cdp.%I USING brin (occurred_at)', part || '_occurred_at', part);
+        IF moved IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE cdp.events ATTACH PARTITION cdp.%I FOR VALUES FROM (%L) TO (%L)',
+                           part, lo, hi);
+            EXECUTE format('ALTER TABLE cdp.%I DROP CONSTRAINT %I', part, part || '_bound');
+            RAISE NOTICE 'moved % events of % from cdp.events_default to its new partition cdp.%',
+                moved, to_char(m, 'YYYY-MM'), part;
+        END IF;
         -- A partition starts with no grants: give it the parent's, so a role
         -- that reads cdp.events may read its months directly too.
         FOR g IN SELECT a.privilege_type, a.grantee
@@ -53,6 +81,11 @@ BEGIN
         END LOOP;
         created := created + 1;
     END LOOP;
+    IF created = 0 THEN
+        RAISE NOTICE 'no partition created: every month from % to % has its partition already',
+            to_char(start_month, 'YYYY-MM'),
+            to_char(date_trunc('month', start_month) + make_interval(months => months - 1), 'YYYY-MM');
+    END IF;
     RETURN created;
 END
 $$;
@@ -186,7 +219,7 @@ GRANT EXECUTE ON FUNCTION cdp.renormalize_identities() TO cdp_admin;
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM cdp.identities WHERE octet_length(value) <> length(value)) THEN
-        RAISE NOTICE 'some stored identities are not plain ASCII'
+        RAISE WARNING 'some stored identities are not plain ASCII'
             USING DETAIL = 'pg_cdp 0.2.0 folds case over all of Unicode; values stored by 0.1.0 may be spelled differently.',
                   HINT = 'Run SELECT cdp.renormalize_identities() to bring them to the new spelling and merge what now collides.';
     END IF;
@@ -201,3 +234,142 @@ COMMENT ON VIEW cdp.customers IS
     'One row per living profile, with one typed column per declared and computed trait: what segment predicates and BI tools read';
 GRANT SELECT ON cdp.customers TO cdp_analyst;
 GRANT SELECT ON cdp.customers TO cdp_admin;
+
+-- A month whose rows sit in the default partition gets its partition: its
+-- rows move there.  Backfills create their months first.
+COMMENT ON FUNCTION cdp.create_event_partitions(date, integer) IS
+    'Creates the monthly partitions of cdp.events (UTC months) that do not exist yet, with their indexes, moving a month''s rows out of the default partition; returns how many';
+
+-- Before a backfill: every month the events to load fall in gets its
+-- partition, so that none of them lands in the default partition.  The
+-- worker keeps the coming months with it.
+CREATE FUNCTION cdp.ensure_event_partitions(earliest timestamptz, latest timestamptz)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+AS $$
+DECLARE
+    first_month date;
+    last_month  date;
+    m           date;
+    created     integer := 0;
+BEGIN
+    IF earliest IS NULL OR latest IS NULL THEN
+        RAISE EXCEPTION 'earliest and latest must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the first and last occurred_at of the events to load, for example cdp.ensure_event_partitions(''2019-03-01'', ''2026-05-31'').';
+    END IF;
+    IF NOT isfinite(earliest) OR NOT isfinite(latest) THEN
+        RAISE EXCEPTION 'earliest and latest must be finite timestamps'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF latest < earliest THEN
+        RAISE EXCEPTION 'latest must not be before earliest'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('earliest is %s, latest %s.', earliest, latest);
+    END IF;
+    first_month := date_trunc('month', earliest AT TIME ZONE 'UTC')::date;
+    last_month := date_trunc('month', latest AT TIME ZONE 'UTC')::date;
+    IF (extract(year FROM last_month) - extract(year FROM first_month)) * 12
+       + extract(month FROM last_month) - extract(month FROM first_month) >= 1200 THEN
+        RAISE EXCEPTION 'the range from % to % spans more than 1200 months',
+            to_char(first_month, 'YYYY-MM'), to_char(last_month, 'YYYY-MM')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Events of months without a partition land in the default partition; give the range the events to load really span.';
+    END IF;
+    m := first_month;
+    WHILE m <= last_month LOOP
+        IF to_regclass(format('cdp.%I', 'events_' || to_char(m, 'YYYY_MM'))) IS NULL THEN
+            created := created + cdp.create_event_partitions(m, 1);
+        END IF;
+        m := (m + interval '1 month')::date;
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION cdp.ensure_event_partitions(timestamptz, timestamptz) IS
+    'Gives every UTC month from earliest to latest its partition of cdp.events (cdp.create_event_partitions for each missing one); returns how many it created';
+REVOKE ALL ON FUNCTION cdp.ensure_event_partitions(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.ensure_event_partitions(timestamptz, timestamptz) TO cdp_admin;
+
+-- The status says whether the worker serves this database (new columns of
+-- cdp.worker_status(), on which cdp.stats depends).
+DROP VIEW cdp.stats;
+DROP FUNCTION cdp.worker_status();
+CREATE FUNCTION cdp.worker_status(
+    OUT pid integer, OUT started_at timestamptz, OUT heartbeat timestamptz,
+    OUT rounds bigint, OUT drained bigint, OUT rejected bigint, OUT errors bigint,
+    OUT last_error text, OUT resolved_messages bigint, OUT resolve_seconds double precision,
+    OUT batch_size integer, OUT served_database text, OUT serves_this_database boolean)
+    RETURNS record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'cdp_worker_status';
+COMMENT ON FUNCTION cdp.worker_status() IS
+    'The worker''s pid, heartbeat and counters; in a database it does not serve (served_database is cdp.database) they are NULL';
+
+CREATE VIEW cdp.stats AS
+    SELECT 'worker'::text AS section, 'serves_this_database'::text AS metric,
+           w.serves_this_database::int::numeric AS value, NULL::timestamptz AS at
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'pid', w.pid, w.started_at
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'heartbeat_age_seconds',
+           round(extract(epoch FROM clock_timestamp() - w.heartbeat)::numeric, 3), w.heartbeat
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'rounds', w.rounds, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'drained', w.drained, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'rejected', w.rejected, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'errors', w.errors, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'worker', 'batch_size', w.batch_size, NULL FROM cdp.worker_status() w
+
+    UNION ALL
+    SELECT 'identity', 'resolved_messages', w.resolved_messages, NULL FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'identity', 'resolve_seconds', round(w.resolve_seconds::numeric, 3), NULL
+    FROM cdp.worker_status() w
+    UNION ALL
+    SELECT 'inbox', 'backlog', count(*), min(received_at) FROM cdp.inbox
+    UNION ALL
+    SELECT 'inbox', 'oldest_age_seconds',
+           round(extract(epoch FROM clock_timestamp() - min(received_at))::numeric, 3),
+           min(received_at)
+    FROM cdp.inbox
+    UNION ALL
+    SELECT 'inbox', 'rejects', count(*), max(rejected_at) FROM cdp.inbox_rejects
+    UNION ALL
+    SELECT 'identity', 'issues', count(*), max(recorded_at) FROM cdp.identifier_issues
+    UNION ALL
+    SELECT 'identity', 'merges', count(*), max(merged_at) FROM cdp.merges
+    UNION ALL
+    SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes;
+COMMENT ON VIEW cdp.stats IS
+    'Operational figures: whether the worker serves this database, its heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
+REVOKE ALL ON FUNCTION cdp.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.worker_status() TO cdp_admin, cdp_analyst;
+GRANT SELECT ON cdp.stats TO cdp_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.stats TO cdp_admin;
+
+-- The worker serves one database: say so when it is another one, whose
+-- inbox would otherwise wait for a drain that never comes.  (An empty
+-- cdp.database means no worker, on purpose: cdp.tick() drives it all.  A
+-- notice would not show: extension scripts run with client_min_messages
+-- at warning.)
+DO $$
+DECLARE
+    served text := coalesce(current_setting('cdp.database', true), '');
+BEGIN
+    IF served <> '' AND served <> current_database() THEN
+        RAISE WARNING 'no pg_cdp worker serves database "%"', current_database()
+            USING DETAIL = format('The worker serves database "%s" (cdp.database) only: nothing drains cdp.inbox here or creates the coming months'' partitions until cdp.tick() is called.', served),
+                  HINT = format('Set cdp.database = %L in postgresql.conf and restart to serve this database instead, or call cdp.tick() here regularly (pg_cron can).',
+                                current_database());
+    END IF;
+END
+$$;

@@ -18,6 +18,13 @@ while ($text =~ /^```sql\n(.*?)^```$/msg)
 cmp_ok(scalar(@blocks), '>=', 5, 'the README has SQL examples');
 
 my $node = cdp_node('readme', "cdp.naptime = 100\n");
+
+# The file the bulk-loading examples read, in psql's working directory.
+my $jsonl = 'events.jsonl';
+open(my $fh, '>', $jsonl) or die "cannot write $jsonl: $!";
+print $fh qq[{"type": "track", "userId": "u-readme", "event": "Viewed", "messageId": "readme-1"}\n],
+  qq[{"type": "identify", "userId": "u-readme", "traits": {"email": "readme\@example.com"}}\n];
+close $fh;
 my $n = 0;
 for my $sql (@blocks)
 {
@@ -27,5 +34,6 @@ for my $sql (@blocks)
 	is($ret, 0, "README block $n runs: $first") or diag($err);
 }
 
+unlink $jsonl;
 $node->stop;
 done_testing();
