@@ -163,6 +163,23 @@ write_batch(CdpMessage *msgs, int n)
 static void parse_raw(CdpMessage *m, const char *raw);
 static void preset_reject(CdpMessage *m);
 
+/* Start a message again from its inbox fields alone. */
+static void
+reset_to_inbox_fields(CdpMessage *m)
+{
+	CdpMessage	keep = *m;
+
+	memset(m, 0, sizeof(CdpMessage));
+	m->raw = keep.raw;
+	m->inbox_id = keep.inbox_id;
+	m->inbox_tid = keep.inbox_tid;
+	m->inbox_received_at = keep.inbox_received_at;
+	m->source = keep.source;
+	m->loaded_by = keep.loaded_by;
+	m->preset_reject = keep.preset_reject;
+	m->node = -1;
+}
+
 /*
  * Parsing does not throw on bad input, but a pathological line (nesting
  * deeper than the stack allows, say) still could: it is isolated like a
@@ -174,18 +191,8 @@ cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 	for (int i = 0; i < n; i++)
 	{
 		CdpMessage *m = &msgs[i];
-		CdpMessage	keep = *m;
 
-		/* start from the inbox fields alone */
-		memset(m, 0, sizeof(CdpMessage));
-		m->raw = keep.raw;
-		m->inbox_id = keep.inbox_id;
-		m->inbox_tid = keep.inbox_tid;
-		m->inbox_received_at = keep.inbox_received_at;
-		m->source = keep.source;
-		m->loaded_by = keep.loaded_by;
-		m->preset_reject = keep.preset_reject;
-		m->node = -1;
+		reset_to_inbox_fields(m);
 		if (m->preset_reject)
 			preset_reject(m);
 		else
@@ -194,6 +201,25 @@ cdp_parse_inbox_batch(CdpMessage *msgs, int n)
 			CHECK_FOR_INTERRUPTS();
 	}
 	cdp_check_sources(msgs, n, NULL);
+}
+
+/*
+ * cdp_parse_inbox_lines parses the raw text of each message as the drain
+ * does, whatever reject reason a loader gave and without the source
+ * checks: what a line says, not whether it will be accepted.  cdp.forget
+ * reads the identifiers of waiting rows and rejects with it.  Like the
+ * drain's parse it may throw on a pathological line: run it isolated.
+ */
+void
+cdp_parse_inbox_lines(CdpMessage *msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		reset_to_inbox_fields(&msgs[i]);
+		parse_raw(&msgs[i], msgs[i].raw);
+		if ((i & 127) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*

@@ -277,6 +277,23 @@ fold_case(char *s)
 }
 
 /*
+ * The mailbox providers whose addresses ignore a +tag (true), and those
+ * that also ignore dots in the local part (*gmail), under
+ * cdp.email_provider_rules.
+ */
+static bool
+provider_rules(const char *domain, bool *gmail)
+{
+	*gmail = strcmp(domain, "gmail.com") == 0 ||
+		strcmp(domain, "googlemail.com") == 0;
+	return *gmail ||
+		strcmp(domain, "outlook.com") == 0 || strcmp(domain, "hotmail.com") == 0 ||
+		strcmp(domain, "live.com") == 0 || strcmp(domain, "icloud.com") == 0 ||
+		strcmp(domain, "me.com") == 0 || strcmp(domain, "fastmail.com") == 0 ||
+		strcmp(domain, "protonmail.com") == 0 || strcmp(domain, "proton.me") == 0;
+}
+
+/*
  * cdp_normalize_email_str returns the normalized address, or NULL with
  * *why set when raw is not an email address.
  */
@@ -324,13 +341,8 @@ cdp_normalize_email_str(const char *raw, const char **why)
 
 	if (cdp_email_provider_rules)
 	{
-		bool		gmail = strcmp(domain, "gmail.com") == 0 ||
-			strcmp(domain, "googlemail.com") == 0;
-		bool		tags = gmail ||
-			strcmp(domain, "outlook.com") == 0 || strcmp(domain, "hotmail.com") == 0 ||
-			strcmp(domain, "live.com") == 0 || strcmp(domain, "icloud.com") == 0 ||
-			strcmp(domain, "me.com") == 0 || strcmp(domain, "fastmail.com") == 0 ||
-			strcmp(domain, "protonmail.com") == 0 || strcmp(domain, "proton.me") == 0;
+		bool		gmail;
+		bool		tags = provider_rules(domain, &gmail);
 		StringInfoData local;
 
 		initStringInfo(&local);
@@ -483,6 +495,254 @@ cdp_normalize_value(CdpIdentType *type, const char *raw, const char **why)
 	}
 	*why = "unknown normalizer";
 	return NULL;
+}
+
+/*
+ * Pre-filters: how to find, cheaply, every raw text that may hold a
+ * spelling of a normalized value, so that a scan of many raw messages
+ * (cdp.forget's of the inbox) parses only those that may name it.
+ *
+ * cdp_normalize_prefilter(type, value) describes, for a text without
+ * backslashes, what it holds if a spelling that normalizes to value as
+ * type is written in it, in a JSON string or as a JSON number not in
+ * exponent form; cdp_prefilter_finds looks for the needle.  A text with
+ * backslashes (an escape may spell anything) or exponents is the caller's
+ * to read whole.  A pre-filter may find more than spellings, never less.
+ * Spellings differ only in what normalization removes or maps:
+ *
+ * - trim (EXACT): the value itself, between white space.
+ * - phone (DIGITS): the digits after the default region's country code
+ *   (when the number has it) or after the "+", with only the separators
+ *   the normalizer skips between them: every spelling, national or
+ *   international, ends with those digits.
+ * - lower and email (FOLDED): in a text of ASCII characters only, the value
+ *   in either case (the non-ASCII folding has nothing to work on; a value
+ *   with non-ASCII characters has no such spelling, and no needle).  In a
+ *   text with non-ASCII characters, regex: each ASCII character of the
+ *   value in either case, with anything non-ASCII between two of them
+ *   (invisible code points are dropped).  Only four non-ASCII code points
+ *   lower-case or compose to ASCII: U+0130 to "i" and U+0307, U+037E to
+ *   ";", U+1FEF to "`" and U+212A KELVIN SIGN to "k".  A non-ASCII
+ *   character of the value may come from any characters (a letter and a
+ *   combining accent compose).
+ * - email under the provider rules (REGEX): as FOLDED, in any text, with
+ *   dots and a +tag in the local part, and googlemail.com for gmail.com.
+ *
+ * The regular expressions are PostgreSQL's (advanced syntax).
+ */
+#define PREFILTER_GAP "[^\\x01-\\x7f]*"
+#define PREFILTER_DOT_GAP "[^\\x01-\\x2d\\x2f-\\x7f]*"
+#define ASCII_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define ASCII_ALNUM(c) (ASCII_ALPHA(c) || ((c) >= '0' && (c) <= '9'))
+#define ASCII_LOWER(c) ((c) >= 'A' && (c) <= 'Z' ? (c) + ('a' - 'A') : (c))
+#define PHONE_SEPARATOR(c) ((c) == ' ' || (c) == '-' || (c) == '.' || (c) == '(' || \
+							(c) == ')' || (c) == '/')
+
+static void
+prefilter_literal(StringInfo re, const char *s, int len)
+{
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = s[i];
+
+		if (c < 0x80 && !ASCII_ALNUM(c))
+			appendStringInfoChar(re, '\\');
+		appendStringInfoChar(re, c);
+	}
+}
+
+static void
+prefilter_folded(StringInfo re, const char *s, int len, const char *gap)
+{
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	bool		first = true;
+	bool		any = false;	/* the last item matches anything */
+
+	for (int i = 0; i < len;)
+	{
+		unsigned char c = s[i];
+
+		if (c >= 0x80)
+		{
+			while (i < len && (unsigned char) s[i] >= 0x80)
+				i++;
+			if (!any)
+				appendStringInfoString(re, "[^\"]*");
+			any = true;
+			first = false;
+			continue;
+		}
+		if (!first && !any)
+			appendStringInfoString(re, gap);
+		if (ASCII_ALPHA(c))
+			appendStringInfo(re, "[%c%c%s]", pg_ascii_tolower(c), pg_ascii_toupper(c),
+							 !utf8 ? "" : pg_ascii_tolower(c) == 'i' ? "\\u0130" :
+							 pg_ascii_tolower(c) == 'k' ? "\\u212A" : "");
+		else if (c == ';' || c == '`')
+			appendStringInfo(re, "[%c%s]", c,
+							 !utf8 ? "" : c == ';' ? "\\u037E" : "\\u1FEF");
+		else
+			prefilter_literal(re, s + i, 1);
+		any = false;
+		first = false;
+		i++;
+	}
+}
+
+static bool
+all_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char) *s >= 0x80)
+			return false;
+	return true;
+}
+
+void
+cdp_normalize_prefilter(CdpIdentType *type, const char *value, CdpPrefilter *out)
+{
+	StringInfoData re;
+	const char *at;
+	bool		gmail;
+
+	memset(out, 0, sizeof(CdpPrefilter));
+	initStringInfo(&re);
+	switch (type->normalizer)
+	{
+		case CDP_NORM_TRIM:
+			out->kind = CDP_PREFILTER_EXACT;
+			out->needle = pstrdup(value);
+			return;
+		case CDP_NORM_PHONE:
+			{
+				const PhoneRegion *r = find_region(cdp_default_phone_region ?
+												   cdp_default_phone_region : "US");
+				const char *d = value + 1;
+
+				if (value[0] != '+' || *d == '\0' || strspn(d, "0123456789") != strlen(d))
+				{
+					/* no spelling normalizes to it: its own text will do */
+					out->kind = CDP_PREFILTER_EXACT;
+					out->needle = pstrdup(value);
+					return;
+				}
+				if (r && strncmp(d, r->cc, strlen(r->cc)) == 0 && d[strlen(r->cc)] != '\0')
+					d += strlen(r->cc);
+				out->kind = CDP_PREFILTER_DIGITS;
+				out->needle = pstrdup(d);
+				return;
+			}
+		case CDP_NORM_EMAIL:
+			at = strrchr(value, '@');
+			if (cdp_email_provider_rules && at && provider_rules(at + 1, &gmail))
+			{
+				const char *gap = gmail ? PREFILTER_DOT_GAP : PREFILTER_GAP;
+
+				prefilter_folded(&re, value, at - value, gap);
+				appendStringInfoString(&re, gap);
+				appendStringInfoString(&re, "(?:\\+[^\"@]*)?" PREFILTER_GAP "@" PREFILTER_GAP);
+				if (gmail)
+				{
+					appendStringInfoString(&re, "(?:");
+					prefilter_folded(&re, "gmail.com", 9, PREFILTER_GAP);
+					appendStringInfoChar(&re, '|');
+					prefilter_folded(&re, "googlemail.com", 14, PREFILTER_GAP);
+					appendStringInfoChar(&re, ')');
+				}
+				else
+					prefilter_folded(&re, at + 1, strlen(at + 1), PREFILTER_GAP);
+				out->kind = CDP_PREFILTER_REGEX;
+				out->regex = re.data;
+				return;
+			}
+			/* FALLTHROUGH */
+		case CDP_NORM_LOWER:
+			out->kind = CDP_PREFILTER_FOLDED;
+			if (all_ascii(value))
+			{
+				out->needle = pstrdup(value);
+				for (char *p = out->needle; *p; p++)
+					*p = pg_ascii_tolower((unsigned char) *p);
+			}
+			prefilter_folded(&re, value, strlen(value), PREFILTER_GAP);
+			out->regex = re.data;
+			return;
+	}
+}
+
+/*
+ * cdp_prefilter_finds: does text (len bytes, without backslashes; ascii
+ * when it has no byte above 0x7F) hold f's needle?  The regular
+ * expressions are the caller's to run.
+ */
+bool
+cdp_prefilter_finds(const CdpPrefilter *f, const char *text, int len, bool ascii)
+{
+	const char *n = f->needle;
+	const char *end = text + len;
+	int			nlen;
+
+	if (n == NULL || n[0] == '\0' || f->kind == CDP_PREFILTER_REGEX ||
+		(f->kind == CDP_PREFILTER_FOLDED && !ascii))
+		return false;
+	nlen = strlen(n);
+	if (f->kind == CDP_PREFILTER_FOLDED && ASCII_ALPHA((unsigned char) n[0]))
+	{
+		/* the first letter in either case */
+		for (const char *p = text; p + nlen <= end; p++)
+		{
+			int			k = 0;
+
+			if ((*p | 0x20) != n[0])
+				continue;
+			while (k < nlen && ASCII_LOWER((unsigned char) p[k]) == (unsigned char) n[k])
+				k++;
+			if (k == nlen)
+				return true;
+		}
+		return false;
+	}
+	for (const char *p = text; p < end && (p = memchr(p, n[0], end - p)) != NULL; p++)
+	{
+		switch (f->kind)
+		{
+			case CDP_PREFILTER_EXACT:
+			case CDP_PREFILTER_FOLDED:
+				{
+					int			k = 1;
+
+					if (p + nlen > end)
+						return false;
+					if (f->kind == CDP_PREFILTER_EXACT)
+						k = memcmp(p, n, nlen) == 0 ? nlen : 0;
+					else
+						while (k < nlen && ASCII_LOWER((unsigned char) p[k]) == (unsigned char) n[k])
+							k++;
+					if (k == nlen)
+						return true;
+				}
+				break;
+			case CDP_PREFILTER_DIGITS:
+				{
+					int			k = 1;
+
+					/* separators are no digits: the walk never has a choice */
+					for (const char *q = p + 1; k < nlen && q < end; q++)
+					{
+						if (*q == n[k])
+							k++;
+						else if (!PHONE_SEPARATOR(*q))
+							break;
+					}
+					if (k == nlen)
+						return true;
+				}
+				break;
+			case CDP_PREFILTER_REGEX:
+				return false;
+		}
+	}
+	return false;
 }
 
 PG_FUNCTION_INFO_V1(cdp_normalize_email);
