@@ -28,7 +28,7 @@ SELECT p.oid::regprocedure AS executable_by_public
 FROM pg_proc p
 WHERE p.pronamespace = 'cdp'::regnamespace
   AND has_function_privilege('public', p.oid, 'EXECUTE')
-ORDER BY 1::text COLLATE "C";
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- Every SECURITY DEFINER function pins its search_path, to pg_catalog first
 -- and pg_temp last.
