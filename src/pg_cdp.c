@@ -36,6 +36,7 @@
 #include "resolve.h"
 #include "segment_spec.h"
 #include "status.h"
+#include "traits.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -70,6 +71,7 @@ _PG_init(void)
 	cdp_inbox_init();
 	cdp_drainers_init();
 	cdp_drain_init();
+	cdp_traits_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
 
@@ -87,6 +89,7 @@ cdp_shmem_request(void)
 	RequestAddinShmemSpace(cdp_status_shmem_size());
 	RequestAddinShmemSpace(cdp_drainers_shmem_size());
 	RequestAddinShmemSpace(cdp_profile_shmem_size());
+	RequestAddinShmemSpace(cdp_traits_shmem_size());
 	RequestNamedLWLockTranche("pg_cdp drainers", 1);
 }
 
@@ -100,5 +103,6 @@ cdp_shmem_startup(void)
 	cdp_status_shmem_init();
 	cdp_drainers_shmem_init();
 	cdp_profile_shmem_init();
+	cdp_traits_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }

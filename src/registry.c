@@ -23,7 +23,9 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "catalog/namespace.h"
 #include "utils/builtins.h"
+#include "utils/regproc.h"
 
 #include "registry.h"
 #include "util.h"
@@ -63,6 +65,18 @@ cdp_register_profile_table(const CdpProfileTable *table)
 	ntables++;
 }
 
+/*
+ * A table a newer library registers may not exist yet: the server runs the
+ * new library before ALTER EXTENSION pg_cdp UPDATE makes its tables.
+ */
+static bool
+table_missing(const CdpProfileTable *tb)
+{
+	RangeVar   *rv = makeRangeVarFromNameList(stringToQualifiedNameList(tb->relation));
+
+	return !OidIsValid(RangeVarGetRelid(rv, NoLock, true));
+}
+
 static SPIPlanPtr
 plan_for(SPIPlanPtr *cache, int t, const char *sql, int nargs, Oid *argtypes)
 {
@@ -90,7 +104,7 @@ cdp_profile_tables_merge(int64 *losers, int64 *winners, int n)
 		const CdpProfileTable *tb = tables[t];
 		const char *sql;
 
-		if (tb->on_merge == CDP_ROWS_STAY)
+		if (tb->on_merge == CDP_ROWS_STAY || table_missing(tb))
 			continue;
 		/*
 		 * = ANY() finds the rows by index whatever the statistics say;
@@ -100,7 +114,8 @@ cdp_profile_tables_merge(int64 *losers, int64 *winners, int n)
 			psprintf("UPDATE %s AS x "
 					 "SET profile_id = ($2::int8[])[array_position($1::int8[], x.profile_id)] "
 					 "WHERE x.profile_id = ANY($1::int8[])", tb->relation);
-		cdp_spi_exec(plan_for(merge_plans, t, sql, 2, argtypes), args, SPI_OK_UPDATE);
+		cdp_spi_exec(plan_for(merge_plans, t, sql, 2, argtypes), args,
+					 tb->on_merge == CDP_ROWS_SQL ? CDP_SPI_ANY : SPI_OK_UPDATE);
 	}
 	for (int t = 0; t < ntables; t++)
 		if (tables[t]->after_merge)
@@ -125,10 +140,10 @@ cdp_profile_tables_unmerge(int64 merge_id, int64 winner, int64 loser)
 	{
 		const CdpProfileTable *tb = tables[t];
 
-		if (tb->on_unmerge != CDP_ROWS_SQL)
+		if (tb->on_unmerge != CDP_ROWS_SQL || table_missing(tb))
 			continue;
 		cdp_spi_exec(plan_for(unmerge_plans, t, tb->unmerge_sql, 3, argtypes), args,
-					 SPI_OK_UPDATE);
+					 CDP_SPI_ANY);
 	}
 	for (int t = 0; t < ntables; t++)
 		if (tables[t]->after_unmerge)
@@ -153,9 +168,12 @@ cdp_profile_tables_forget(int64 *ids, int n, Datum values, StringInfo summary)
 		const CdpProfileTable *tb = tables[t];
 		const char *sql;
 
+		if (table_missing(tb))
+			continue;
 		sql = tb->on_forget == CDP_ROWS_SQL ? tb->forget_sql :
 			psprintf("DELETE FROM %s WHERE profile_id = ANY($1)", tb->relation);
-		cdp_spi_exec(plan_for(forget_plans, t, sql, 2, argtypes), args, SPI_OK_DELETE);
+		cdp_spi_exec(plan_for(forget_plans, t, sql, 2, argtypes), args,
+					 tb->on_forget == CDP_ROWS_SQL ? CDP_SPI_ANY : SPI_OK_DELETE);
 		if (summary->len > 1)
 			appendStringInfoString(summary, ", ");
 		appendStringInfo(summary, "\"%s\": " UINT64_FORMAT, tb->name, SPI_processed);

@@ -226,7 +226,7 @@ cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 	rc = SPI_execute_plan(plan, values, NULL, false, tcount);
 	AtEOXact_GUC(true, nestlevel);
 
-	if (rc != expected)
+	if (expected >= 0 ? rc != expected : rc < 0)
 		elog(ERROR, "pg_cdp: internal statement failed: %s",
 			 SPI_result_code_string(rc));
 }

@@ -39,6 +39,8 @@ extern Datum cdp_jsonb_array(Jsonb **values, int n);
 
 /* kept plans, run with index probes */
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
+/* expected: the SPI result code, or CDP_SPI_ANY for any success */
+#define CDP_SPI_ANY (-1)
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
 extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
 extern int	cdp_spi_int64_column(int64 *out);

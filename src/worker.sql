@@ -18,6 +18,27 @@ CREATE FUNCTION cdp.worker_status(
 COMMENT ON FUNCTION cdp.worker_status() IS
     'The worker''s pid, heartbeat and counters; in a database it does not serve (served_database is cdp.database) they are NULL';
 
+-- Subsystems add their figures to cdp.stats as views named cdp.stats_<part>
+-- with the same columns, in their own files.
+CREATE FUNCTION cdp.stats_parts() RETURNS TABLE (section text, metric text, value numeric, at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN
+        SELECT c.oid FROM pg_class c
+        WHERE c.relnamespace = 'cdp'::regnamespace AND c.relkind = 'v'
+          AND c.relname LIKE 'stats\_%' ORDER BY c.relname
+    LOOP
+        RETURN QUERY EXECUTE format('SELECT section, metric, value, at FROM %s', part);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cdp.stats_parts() IS
+    'The figures of the views cdp.stats_<part> that subsystems define, for cdp.stats';
+
 CREATE VIEW cdp.stats AS
     SELECT 'worker'::text AS section, 'serves_this_database'::text AS metric,
            w.serves_this_database::int::numeric AS value, NULL::timestamptz AS at
@@ -59,13 +80,17 @@ CREATE VIEW cdp.stats AS
     UNION ALL
     SELECT 'identity', 'merges', count(*), max(merged_at) FROM cdp.merges
     UNION ALL
-    SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes;
+    SELECT 'profiles', 'changed_pending', count(*), min(changed_at) FROM cdp.profile_changes
+    UNION ALL
+    SELECT * FROM cdp.stats_parts();
 COMMENT ON VIEW cdp.stats IS
     'Operational figures: whether the worker serves this database, its heartbeat and counters, inbox backlog and age, rejects, merges, pending profile changes';
 
 REVOKE ALL ON FUNCTION cdp.tick(), cdp.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.tick() TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.worker_status() TO cdp_admin, cdp_analyst;
+REVOKE ALL ON FUNCTION cdp.stats_parts() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.stats_parts() TO cdp_admin, cdp_analyst;
 GRANT SELECT ON cdp.stats TO cdp_analyst;
 GRANT SELECT, INSERT, UPDATE, DELETE ON cdp.stats TO cdp_admin;
 -- cdp_connector drains the outbox (claim, ack, fail) once it exists; until
