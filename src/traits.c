@@ -229,6 +229,15 @@ definitions_changed(void)
 		cdp_bump_through_xact(traits_generation);
 }
 
+/* Statement trigger on cdp.trait_definitions. */
+PG_FUNCTION_INFO_V1(cdp_trait_definitions_changed);
+Datum
+cdp_trait_definitions_changed(PG_FUNCTION_ARGS)
+{
+	definitions_changed();
+	return PointerGetDatum(NULL);
+}
+
 /*
  * SQL fragments of a trait.  The event row's columns are profile_id,
  * event, properties, occurred_at, channel and source, the same whether

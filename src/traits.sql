@@ -29,6 +29,15 @@ CREATE TABLE cdp.trait_definitions (
 COMMENT ON TABLE cdp.trait_definitions IS
     'Declared traits (a typed column for an identify trait) and computed traits (an aggregate over events, maintained as events arrive); backfill_next is the next profile the backfill computes, NULL once done';
 
+-- Every backend reloads the definitions when they change, however they do.
+CREATE FUNCTION cdp.trait_definitions_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_trait_definitions_changed';
+CREATE TRIGGER trait_definitions_changed
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, kind, type, aggregate, event, property,
+        "window", window_interval, calendar, "where", owner
+    ON cdp.trait_definitions
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.trait_definitions_changed();
+
 -- Computed traits' state, one row per profile that has any: each array
 -- holds, at a trait's slot, what that trait keeps there (see traits.c).
 CREATE TABLE cdp.profile_traits (
@@ -195,6 +204,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.trait_definitions_trait_id_seq',
 SELECT pg_catalog.pg_extension_config_dump('cdp.profile_traits', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.trait_issues', '');
 
+REVOKE ALL ON FUNCTION cdp.trait_definitions_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cdp.trait_value(jsonb, anyelement), cdp.trait_casts(jsonb, regtype),
     cdp.trait_number(jsonb), cdp.tally_add(jsonb, text, timestamptz), cdp.tally_agg(text, timestamptz),
     cdp.tally_merge(jsonb, jsonb), cdp.tally_top(jsonb), cdp.tally_count(jsonb),
