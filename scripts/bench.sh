@@ -12,6 +12,10 @@
 #      label propagation (dbt-style identity stitching) over the same
 #      identifiers; both must find identical components.  target: >= 20x
 #   3. single-event API: pgbench of cdp.track vs a plain INSERT.  target: >= 0.4
+#   5. traits and segments (test/bench/traits.sql: 10 computed traits, 3
+#      windowed, and 20 real-time segments once segments exist): the bulk
+#      path and cdp.track with them defined vs without, side by side, in
+#      rounds; the median round counts.              target: ratio >= 0.6
 #   4. the HTTP collector (test/bench/collector.sh): peak messages/s into
 #      cdp.inbox vs a plain COPY of the same lines (target >= 0.5), p99
 #      latency with 8 connections (< 50 ms), single /v1/track requests/s,
@@ -32,6 +36,7 @@
 #                               print pg_cdp's costliest statements per drain
 #   BENCH_KEEP=1                leave the data directory behind (server stopped)
 #   BENCH_COLLECTOR=0           skip benchmark 4; COLLECTOR_SECONDS, SOAK_SECONDS tune it
+#   BENCH_TRAITS_ROUNDS=3       rounds of benchmark 5 (a drain without traits, one with)
 # Exit status: 0 when every target is met and every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -522,6 +527,52 @@ top_statements
 verdict "3 single-event API, tps" "${PLAIN_TPS:-0}" "${TRACK_TPS:-0}" \
     "$(calc "${TRACK_TPS:-0} / (${PLAIN_TPS:-0} > 0 ? ${PLAIN_TPS:-0} : 1)")" 0.4
 
+# ---- benchmark 5: traits and segments ------------------------------------
+
+# The clock stands at the end of the generated data, so that the windowed
+# traits have something in their windows: both sides run with it.
+echo
+echo "== benchmark 5: traits and segments defined (test/bench/traits.sql) vs none"
+echo "-- pg_cdp single-event API with the traits: the same pgbench as benchmark 3, right after it"
+sql_file traits.sql >/dev/null
+for i in $(seq 600); do     # the worker backfills them over the pre-loaded people first
+    [ "$(q -c "SELECT count(*) FROM cdp.trait_status WHERE state = 'backfilling'")" = 0 ] && break
+    sleep 0.5
+done
+echo "   $(q -c "SELECT count(*) FROM cdp.trait_definitions") traits defined and backfilled" \
+     "over $(q -c "SELECT count(*) FROM cdp.profile_traits") profiles"
+TRAITS_TRACK_TPS=$(run_pgbench track)
+echo "   $TRAITS_TRACK_TPS tps with traits vs $TRACK_TPS tps without (benchmark 3)"
+verdict "5 cdp.track with traits, tps" "${TRACK_TPS:-0}" "${TRAITS_TRACK_TPS:-0}" \
+    "$(calc "${TRAITS_TRACK_TPS:-0} / (${TRACK_TPS:-0} > 0 ? ${TRACK_TPS:-0} : 1)")" 0.6
+
+psql_q -c "ALTER SYSTEM SET cdp.fake_now = '2026-11-19 12:00:00+00'" -c "SELECT pg_reload_conf()" >/dev/null
+BENCH_TRAITS_ROUNDS=${BENCH_TRAITS_ROUNDS:-3}
+declare -a T_RATIO T_PLAIN T_TRAITS
+for r in $(seq "$BENCH_TRAITS_ROUNDS"); do
+    echo "-- round $r of $BENCH_TRAITS_ROUNDS: the bulk drain without traits, then with them"
+    fresh_cdp
+    quiesce
+    read -r _ _ plain_s _ <<<"$(drain_worker)"
+    fresh_cdp
+    sql_file traits.sql >/dev/null
+    quiesce
+    read -r _ _ traits_s _ <<<"$(drain_worker)"
+    print_state
+    T_PLAIN[$r]=$plain_s
+    T_TRAITS[$r]=$traits_s
+    T_RATIO[$r]=$(calc "$plain_s / $traits_s")
+    echo "   without $plain_s s, with $traits_s s ($(q -c "SELECT count(*) FROM cdp.profile_traits") profiles with traits): ratio ${T_RATIO[$r]}"
+done
+psql_q -c "ALTER SYSTEM RESET cdp.fake_now" -c "SELECT pg_reload_conf()" >/dev/null
+tm=$(for r in "${!T_RATIO[@]}"; do echo "${T_RATIO[$r]} $r"; done | sort -n |
+     awk '{ v[NR] = $2 } END { if (NR) print v[int((NR + 1) / 2)] }')
+echo "   ratios by round: ${T_RATIO[*]}; the median is round ${tm:-none}'s"
+if [ -n "$tm" ]; then
+    verdict "5 bulk path with traits, rows/s" "$(calc "$BENCH_EVENTS / ${T_PLAIN[$tm]}" 0)" \
+        "$(calc "$BENCH_EVENTS / ${T_TRAITS[$tm]}" 0)" "${T_RATIO[$tm]}" 0.6
+fi
+
 # ---- benchmark 4: the HTTP collector -----------------------------------------
 
 if [ "${BENCH_COLLECTOR:-1}" = 1 ]; then
@@ -548,7 +599,7 @@ echo "== summary: $BENCH_EVENTS events, total runtime $(calc "$(now) - $bench_st
      "$(nproc) CPUs, load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-36s %14s %14s %8s %8s  %s\n' benchmark baseline pg_cdp ratio target result
 for line in "${SUMMARY[@]}"; do echo "$line"; done
-echo "ratios: 1 and 3 are pg_cdp / baseline (rows/s, tps); 2 is label propagation seconds / pg_cdp identity seconds"
+echo "ratios: 1, 3 and 5 are pg_cdp / baseline (rows/s, tps; 5's baseline is pg_cdp without traits); 2 is label propagation seconds / pg_cdp identity seconds"
 echo "batch sizes tried: $BENCH_BATCH_SIZES (best: ${best:-none}); label propagation passes: $LP_PASSES;" \
      "components: ${HEADLINE_COMPONENTS:-not compared}"
 if [ "$failures" -eq 0 ]; then
