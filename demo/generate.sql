@@ -156,7 +156,9 @@ FROM (
                              'name', first || ' ' || last, 'first_name', first, 'last_name', last,
                              'phone', CASE WHEN has_phone AND r2 < 0.5
                                            THEN demo.messy_phone(phone, r3) END,
-                             'created_at', demo.iso(signup_at)) AS traits,
+                             'created_at', demo.iso(signup_at),
+                             'birth_date', (date '1946-01-01' + abs(hashtext('birth:' || p)) % 21000)::text)
+               AS traits,
            NULL::json AS context
     FROM (SELECT pp.*, random() AS r1, random() AS r2, random() AS r3
           FROM demo.people pp WHERE has_account OFFSET 0) x

@@ -119,6 +119,20 @@ seconds=$(elapsed "$t0")
 
 psql_q -v lines="$lines" -v copy_seconds="$copy_seconds" -v seconds="$seconds" < "$repo/demo/report.sql"
 
+# Traits defined once the history is in: the worker backfills them.
+psql_q < "$repo/demo/traits.sql"
+t0=$(date +%s.%N)
+until [ "$(psql_q -At -c "SELECT count(*) FROM cdp.trait_status WHERE state <> 'ready'")" = 0 ]; do
+    if [ "$(elapsed "$t0" | cut -d. -f1)" -ge 120 ]; then
+        echo "the traits were not backfilled within 120 s:" >&2
+        psql_q -c "SELECT * FROM cdp.trait_status" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+echo "   backfilled in $(elapsed "$t0") s"
+psql_q < "$repo/demo/traits_report.sql"
+
 # The HTTP collector: SDK calls as analytics.js, analytics-node and
 # RudderStack send them, for a person the demo data already knows.
 echo

@@ -133,6 +133,8 @@ typedef struct TraitCache
 	int		   *group_len;
 	TraitDef  **computed;
 	SPIPlanPtr *delta_plans;	/* per group */
+	SPIPlanPtr *history_plans;	/* per group: all its traits */
+	SPIPlanPtr *decay_plans;	/* per group: its windowed traits */
 } TraitCache;
 
 static TraitCache cache;
@@ -662,8 +664,14 @@ load_definitions(void)
 	if (cache.cxt)
 	{
 		for (int g = 0; g < cache.ngroups; g++)
+		{
 			if (cache.delta_plans[g])
 				SPI_freeplan(cache.delta_plans[g]);
+			if (cache.history_plans[g])
+				SPI_freeplan(cache.history_plans[g]);
+			if (cache.decay_plans[g])
+				SPI_freeplan(cache.decay_plans[g]);
+		}
 		MemoryContextDelete(cache.cxt);
 	}
 	memset(&cache, 0, sizeof(cache));
@@ -715,6 +723,8 @@ load_definitions(void)
 	cache.group_start = palloc0(sizeof(int) * Max(nc, 1));
 	cache.group_len = palloc0(sizeof(int) * Max(nc, 1));
 	cache.delta_plans = palloc0(sizeof(SPIPlanPtr) * Max(nc, 1));
+	cache.history_plans = palloc0(sizeof(SPIPlanPtr) * Max(nc, 1));
+	cache.decay_plans = palloc0(sizeof(SPIPlanPtr) * Max(nc, 1));
 	for (int i = 0; i < nc; i++)
 	{
 		if (i == 0 || cache.computed[i]->owner != cache.computed[i - 1]->owner)
@@ -942,6 +952,8 @@ lock_rows(int64 *ids, int n)
  * compute_from_history sets the traits chosen by want (all if NULL) of
  * the profiles ids from their events.  The rows must be locked.
  */
+static bool want_windowed(const TraitDef *t);
+
 static void
 compute_from_history(int64 *ids, int n, bool (*want) (const TraitDef *))
 {
@@ -955,25 +967,36 @@ compute_from_history(int64 *ids, int n, bool (*want) (const TraitDef *))
 		TraitDef  **all = &cache.computed[cache.group_start[g]];
 		TraitDef  **ts = palloc(sizeof(TraitDef *) * cache.group_len[g]);
 		int			len = 0;
-		SPIPlanPtr	plan;
+		SPIPlanPtr *kept = want == NULL ? &cache.history_plans[g] :
+			want == want_windowed ? &cache.decay_plans[g] : NULL;
+		SPIPlanPtr	plan = kept ? *kept : NULL;
 
 		for (int i = 0; i < cache.group_len[g]; i++)
 			if (want == NULL || want(all[i]))
 				ts[len++] = all[i];
 		if (len == 0)
 			continue;
-		plan = SPI_prepare(history_sql(ts, len), 2, argtypes);
 		if (plan == NULL)
 		{
-			ErrorData	ed = {0};
+			plan = SPI_prepare(history_sql(ts, len), 2, argtypes);
+			if (plan == NULL)
+			{
+				ErrorData	ed = {0};
 
-			ed.message = "the traits' history statement does not prepare";
-			record_error(ts, len, &ed);
-			continue;
+				ed.message = "the traits' history statement does not prepare";
+				record_error(ts, len, &ed);
+				continue;
+			}
+			if (kept)
+			{
+				SPI_keepplan(plan);
+				*kept = plan;
+			}
 		}
 		run_group(ts, len, plan, args, 2, argtypes, history_sql_for, cache.maxslot,
 				  SPI_OK_UPDATE);
-		SPI_freeplan(plan);
+		if (kept == NULL)
+			SPI_freeplan(plan);
 	}
 }
 
