@@ -219,3 +219,35 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'cdp.customers'::regclass AND 
 -- The view stays the extension's, readable by cdp_analyst.
 SELECT count(*) FROM pg_depend WHERE objid = 'cdp.customers'::regclass AND deptype = 'e';
 SELECT has_table_privilege('cdp_analyst', 'cdp.customers', 'SELECT');
+
+-- A trait's "where" runs with its owner's rights, not the writer's: an
+-- owner who cannot read a table cannot read it through a trait, even when
+-- a superuser writes the event.
+CREATE TABLE regress_secret (k int);
+INSERT INTO regress_secret VALUES (1);
+CREATE ROLE regress_trait_owner IN ROLE cdp_admin;
+SET ROLE regress_trait_owner;
+SELECT cdp.define_trait('peeks', 'count', 'Order Completed', NULL, NULL,
+    'EXISTS (SELECT FROM public.regress_secret)');
+RESET ROLE;
+SELECT owner FROM cdp.trait_definitions WHERE name = 'peeks';
+SELECT cdp.track('{"user_id": "u6"}', 'Order Completed', '{}', cdp.now(), 'web', 'peek-1') > 0 AS tracked;
+SELECT name, state, last_error FROM cdp.trait_status WHERE name = 'peeks';
+GRANT SELECT ON regress_secret TO regress_trait_owner;
+SELECT cdp.track('{"user_id": "u6"}', 'Order Completed', '{}', cdp.now(), 'web', 'peek-2') > 0 AS tracked;
+-- The failing trait is backfilled again: once it works, it is exact and
+-- the error goes.
+DO $$
+BEGIN
+    FOR i IN 1..50 LOOP
+        EXIT WHEN (SELECT state FROM cdp.trait_status WHERE name = 'peeks') = 'ready';
+        PERFORM cdp.tick();
+    END LOOP;
+END
+$$;
+SELECT name, state, last_error FROM cdp.trait_status WHERE name = 'peeks';
+SELECT peeks FROM cdp.customers c JOIN cdp.identities i USING (profile_id)
+WHERE i.type = 'user_id' AND i.value = 'u6';
+SELECT cdp.drop_trait('peeks');
+DROP TABLE regress_secret;
+DROP ROLE regress_trait_owner;

@@ -734,7 +734,12 @@ load_definitions(void)
 	MemoryContextSwitchTo(old);
 }
 
-/* what a failing trait leaves for its status */
+/*
+ * What a failing trait leaves for its status.  Its values missed what
+ * failed, so it is backfilled again from the start: once its statement
+ * works again (a grant, a fixed table) the trait is exact and the error
+ * goes.
+ */
 static void
 record_error(TraitDef **ts, int n, ErrorData *ed)
 {
@@ -746,11 +751,13 @@ record_error(TraitDef **ts, int n, ErrorData *ed)
 	for (int i = 0; i < n; i++)
 		ids[i] = ts[i]->id;
 	if (plan == NULL)
-		plan = cdp_prepare("UPDATE cdp.trait_definitions SET last_error = $2, last_error_at = cdp.now() "
+		plan = cdp_prepare("UPDATE cdp.trait_definitions SET last_error = $2, last_error_at = cdp.now(), "
+						   "backfill_next = 0, backfill_done = 0, backfill_horizon = NULL "
 						   "WHERE trait_id = ANY($1)", 2, argtypes);
 	args[0] = cdp_int4_array(ids, n);
 	args[1] = CStringGetTextDatum(ed->message ? ed->message : "error");
 	cdp_spi_exec(plan, args, SPI_OK_UPDATE);
+	definitions_changed();
 }
 
 /*
@@ -1132,7 +1139,8 @@ backfill_batch(TraitDef *t, bool *more)
 	if (done == NULL)
 		done = cdp_prepare("UPDATE cdp.trait_definitions SET "
 						   "backfill_next = CASE WHEN $3 = 0 THEN NULL ELSE $2 + 1 END, "
-						   "backfill_done = backfill_done + $3, backfilled_at = cdp.now() "
+						   "backfill_done = backfill_done + $3, backfilled_at = cdp.now(), "
+						   "last_error = CASE WHEN $3 = 0 THEN NULL ELSE last_error END "
 						   "WHERE trait_id = $1", 3, argtypes);
 	args[1] = Int64GetDatum(n > 0 ? ids[n - 1] : from);
 	args[2] = Int32GetDatum(n);
