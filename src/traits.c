@@ -753,11 +753,15 @@ record_error(TraitDef **ts, int n, ErrorData *ed)
 	if (plan == NULL)
 		plan = cdp_prepare("UPDATE cdp.trait_definitions SET last_error = $2, last_error_at = cdp.now(), "
 						   "backfill_next = 0, backfill_done = 0, backfill_horizon = NULL "
-						   "WHERE trait_id = ANY($1)", 2, argtypes);
+						   "WHERE trait_id = ANY($1) "
+						   "AND (last_error IS DISTINCT FROM $2 OR backfill_next IS NULL)",
+						   2, argtypes);
 	args[0] = cdp_int4_array(ids, n);
 	args[1] = CStringGetTextDatum(ed->message ? ed->message : "error");
 	cdp_spi_exec(plan, args, SPI_OK_UPDATE);
-	definitions_changed();
+	/* the same error again changes nothing: no reload everywhere */
+	if (SPI_processed > 0)
+		definitions_changed();
 }
 
 /*
