@@ -6,9 +6,9 @@
  *
  * _PG_init calls each module's init in the order of the flow (the clock,
  * normalization, identifier types, profiles, the engine and the resolver,
- * merges, ingest, the inbox, the drain, traits, journeys, the worker);
- * each defines its own settings and registers its per-profile tables and
- * worker tasks.  The
+ * merges, ingest, the inbox, the drain, traits, the outbox and its
+ * policy, journeys, the worker); each defines its own settings and
+ * registers its per-profile tables and worker tasks.  The
  * modules that keep state in shared memory size and attach it here.
  * A new subsystem adds its init call (and its shared memory, if it has
  * any) and nothing else.
@@ -34,6 +34,8 @@
 #include "engine.h"
 #include "merge.h"
 #include "normalize.h"
+#include "outbox.h"
+#include "policy.h"
 #include "profile.h"
 #include "resolve.h"
 #include "segment_spec.h"
@@ -74,6 +76,8 @@ _PG_init(void)
 	cdp_drainers_init();
 	cdp_drain_init();
 	cdp_traits_init();
+	cdp_outbox_init();
+	cdp_policy_init();
 	cdp_journey_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
@@ -93,6 +97,7 @@ cdp_shmem_request(void)
 	RequestAddinShmemSpace(cdp_drainers_shmem_size());
 	RequestAddinShmemSpace(cdp_profile_shmem_size());
 	RequestAddinShmemSpace(cdp_traits_shmem_size());
+	RequestAddinShmemSpace(cdp_outbox_shmem_size());
 	RequestAddinShmemSpace(cdp_journey_shmem_size());
 	RequestNamedLWLockTranche("pg_cdp drainers", 1);
 }
@@ -108,6 +113,7 @@ cdp_shmem_startup(void)
 	cdp_drainers_shmem_init();
 	cdp_profile_shmem_init();
 	cdp_traits_shmem_init();
+	cdp_outbox_shmem_init();
 	cdp_journey_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
