@@ -6,8 +6,9 @@
  *
  * _PG_init calls each module's init in the order of the flow (the clock,
  * normalization, identifier types, profiles, the engine and the resolver,
- * merges, ingest, the inbox, the drain, the worker); each defines its own
- * settings and registers its per-profile tables and worker tasks.  The
+ * merges, ingest, the inbox, the drain, traits, segments, the worker);
+ * each defines its own settings and registers its per-profile tables and
+ * worker tasks.  The
  * modules that keep state in shared memory size and attach it here.
  * A new subsystem adds its init call (and its shared memory, if it has
  * any) and nothing else.
@@ -34,6 +35,7 @@
 #include "normalize.h"
 #include "profile.h"
 #include "resolve.h"
+#include "segment.h"
 #include "segment_spec.h"
 #include "status.h"
 #include "traits.h"
@@ -72,6 +74,7 @@ _PG_init(void)
 	cdp_drainers_init();
 	cdp_drain_init();
 	cdp_traits_init();
+	cdp_segments_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
 
@@ -90,6 +93,7 @@ cdp_shmem_request(void)
 	RequestAddinShmemSpace(cdp_drainers_shmem_size());
 	RequestAddinShmemSpace(cdp_profile_shmem_size());
 	RequestAddinShmemSpace(cdp_traits_shmem_size());
+	RequestAddinShmemSpace(cdp_segments_shmem_size());
 	RequestNamedLWLockTranche("pg_cdp drainers", 1);
 }
 
@@ -104,5 +108,6 @@ cdp_shmem_startup(void)
 	cdp_drainers_shmem_init();
 	cdp_profile_shmem_init();
 	cdp_traits_shmem_init();
+	cdp_segments_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
