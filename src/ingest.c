@@ -197,6 +197,8 @@ cdp_apply_traits(CdpMessage *msgs, int nmsgs)
 		cdp_trait_fold_apply(&fold);
 }
 
+static void write_events(CdpMessage *msgs, int nmsgs, bool mark);
+
 static int
 cmp_profile_time(const void *a, const void *b)
 {
@@ -216,6 +218,23 @@ cmp_profile_time(const void *a, const void *b)
  */
 void
 cdp_write_events(CdpMessage *msgs, int nmsgs)
+{
+	write_events(msgs, nmsgs, true);
+}
+
+/*
+ * cdp_write_events_unmarked writes events that must not mark their
+ * profiles changed: the segment engine's own Segment Entered / Exited
+ * events, which would otherwise make it evaluate the profiles again.
+ */
+void
+cdp_write_events_unmarked(CdpMessage *msgs, int nmsgs)
+{
+	write_events(msgs, nmsgs, false);
+}
+
+static void
+write_events(CdpMessage *msgs, int nmsgs, bool mark)
 {
 	static SPIPlanPtr event_plan = NULL;
 	static SPIPlanPtr mid_plan = NULL;
@@ -368,9 +387,17 @@ cdp_write_events(CdpMessage *msgs, int nmsgs)
 		cdp_spi_exec(mid_plan, args, SPI_OK_INSERT);
 	}
 
-	cdp_mark_profiles_changed(pids, n, "event");
 	for (int h = 0; h < nhooks; h++)
 		hooks[h] (msgs, nmsgs);
+
+	/*
+	 * The mark comes last, once the hooks have locked what they update (the
+	 * profiles' computed traits): the segment engine locks those rows
+	 * before it takes marks, so a writer it did not wait for finds the mark
+	 * gone and writes it again.
+	 */
+	if (mark)
+		cdp_mark_profiles_changed(pids, n, "event");
 
 issues:
 	if (nissue > 0)

@@ -20,5 +20,6 @@ extern void cdp_register_events_written(CdpEventsWritten hook);
 extern void cdp_write_messages(CdpMessage *msgs, int nmsgs);
 extern void cdp_apply_traits(CdpMessage *msgs, int nmsgs);
 extern void cdp_write_events(CdpMessage *msgs, int nmsgs);
+extern void cdp_write_events_unmarked(CdpMessage *msgs, int nmsgs);
 
 #endif							/* CDP_INGEST_H */

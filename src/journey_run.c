@@ -141,7 +141,7 @@ static const CdpProfileTable journey_tables[] = {
 		 */
 		.name = "journey_states",
 		.relation = "cdp.journey_states",
-		.order = 600,
+		.order = 700,
 		.on_merge = CDP_ROWS_SQL,
 		.merge_sql =
 		"WITH p AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS p(loser, winner)), "
@@ -175,7 +175,7 @@ static const CdpProfileTable journey_tables[] = {
 	{
 		.name = "journey_log",
 		.relation = "cdp.journey_log",
-		.order = 610,
+		.order = 710,
 		.on_merge = CDP_ROWS_BY_PROFILE_ID,
 		.on_unmerge = CDP_ROWS_STAY,
 		.on_forget = CDP_ROWS_BY_PROFILE_ID,

@@ -54,10 +54,6 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "nodes/nodeFuncs.h"
-#include "optimizer/optimizer.h"
-#include "parser/analyze.h"
-#include "parser/parser.h"
 #include "pgtime.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
@@ -72,6 +68,7 @@
 
 #include "clock.h"
 #include "ingest.h"
+#include "predicate.h"
 #include "profile.h"
 #include "registry.h"
 #include "status.h"
@@ -326,7 +323,7 @@ match_sql(const TraitDef *t, const char *now)
 						 " AND e.occurred_at < cdp.period_end(%s, '%s')",
 						 now, t->calendar, now, t->calendar);
 	if (t->where)
-		appendStringInfo(&b, " AND coalesce((%s)::boolean, false)", t->where);
+		appendStringInfo(&b, " AND coalesce((\n%s\n)::boolean, false)", t->where);
 	appendStringInfoChar(&b, ')');
 	return b.data;
 }
@@ -1184,45 +1181,17 @@ task_traits(bool *more)
 
 /*
  * Validation of a trait's "where": one boolean expression over the event
- * row, nothing around it, no volatile function, no aggregate.
+ * row (predicate.c).
  */
 static void
 validate_where(const char *where)
 {
-	List	   *raw;
-	RawStmt    *rs;
-	SelectStmt *sel;
-	Query	   *q;
-	char	   *sql = psprintf("SELECT (%s)::boolean FROM (SELECT NULL::bigint AS profile_id, "
-							   "NULL::text AS event, NULL::jsonb AS properties, "
-							   "NULL::timestamptz AS occurred_at, NULL::text AS channel, "
-							   "NULL::text AS source) e", where);
+	CdpPredicate info;
 
-	raw = raw_parser(psprintf("SELECT (%s)", where), RAW_PARSE_DEFAULT);
-	rs = list_length(raw) == 1 ? linitial_node(RawStmt, raw) : NULL;
-	sel = rs && IsA(rs->stmt, SelectStmt) ? (SelectStmt *) rs->stmt : NULL;
-	if (sel == NULL || list_length(sel->targetList) != 1 || sel->fromClause ||
-		sel->whereClause || sel->groupClause || sel->havingClause || sel->withClause ||
-		sel->sortClause || sel->limitCount || sel->limitOffset || sel->lockingClause ||
-		sel->op != SETOP_NONE || sel->distinctClause || sel->windowClause)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("a trait's \"where\" must be one boolean expression"),
-				 errdetail("Got: %s", where),
-				 errhint("Write a condition over the event's columns: event, properties, occurred_at, channel, source, profile_id.")));
-	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
-	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), sql, NULL, 0, NULL);
-	if (q->hasAggs || q->hasWindowFuncs || q->hasTargetSRFs)
-		ereport(ERROR,
-				(errcode(ERRCODE_GROUPING_ERROR),
-				 errmsg("a trait's \"where\" cannot use aggregates, window functions or set-returning functions"),
-				 errdetail("Got: %s", where)));
-	if (contain_volatile_functions((Node *) q->targetList))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a trait's \"where\" cannot call volatile functions"),
-				 errdetail("Got: %s", where),
-				 errhint("The condition must give the same answer every time it reads the same event; use cdp.now() for the time.")));
+	cdp_check_predicate(where, "a trait's \"where\"",
+						"FROM (SELECT NULL::bigint AS profile_id, NULL::text AS event, "
+						"NULL::jsonb AS properties, NULL::timestamptz AS occurred_at, "
+						"NULL::text AS channel, NULL::text AS source) e", &info);
 }
 
 static void
