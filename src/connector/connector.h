@@ -160,7 +160,14 @@ extern void settle(Message *m);
 extern bool config_read(const char *path);
 
 /* db.c */
-extern bool db_connect(void);
+typedef enum DbConnect
+{
+	DB_OK,
+	DB_UNREACHABLE,
+	DB_REFUSED					/* connected, but the API is missing or forbidden */
+} DbConnect;
+
+extern DbConnect db_connect(void);
 extern bool db_connected(void);
 extern void db_disconnect(void);
 extern int	db_socket(void);

@@ -98,6 +98,7 @@ simple(const char *sql)
 	return ok;
 }
 
+/* The statements, checked against the API now rather than at the first claim. */
 static bool
 prepare(const char *name, const char *sql)
 {
@@ -105,12 +106,12 @@ prepare(const char *name, const char *sql)
 	bool		ok = exec_ok(res, PGRES_COMMAND_OK);
 
 	if (!ok)
-		log_msg("WARNING", "cannot prepare %s: %s", name, PQerrorMessage(conn));
+		log_msg("ERROR", "cannot prepare the %s statement: %s", name, PQerrorMessage(conn));
 	PQclear(res);
 	return ok;
 }
 
-bool
+DbConnect
 db_connect(void)
 {
 	const char *keys[] = {"application_name", "connect_timeout", "keepalives_idle",
@@ -123,18 +124,19 @@ db_connect(void)
 	{
 		log_msg("WARNING", "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
 		db_disconnect();
-		return false;
+		return DB_UNREACHABLE;
 	}
 	if (!simple("LISTEN cdp_outbox") ||
 		!prepare("claim", claim_sql) || !prepare("ack", ack_sql) ||
 		!prepare("report", report_sql) || !prepare("fail", fail_sql) ||
 		!prepare("bounce", bounce_sql))
 	{
+		DbConnect	rc = PQstatus(conn) == CONNECTION_OK ? DB_REFUSED : DB_UNREACHABLE;
+
 		db_disconnect();
-		return false;
+		return rc;
 	}
-	PQsetnonblocking(conn, 0);
-	return true;
+	return DB_OK;
 }
 
 /* Wake the channels named by NOTIFY cdp_outbox; false if the connection is gone. */
@@ -362,26 +364,25 @@ flush_failure(Outcome *o)
 	snprintf(id, sizeof(id), "%lld", (long long) o->outbox_id);
 	if (o->kind == OUT_BOUNCE)
 	{
-		const char *bp[2] = {id, "{\"type\": \"hard\"}"};
-		char	   *detail = NULL;
+		const char *bp[2];
+		long		code = strtol(o->error + 5, NULL, 10);	/* "SMTP 550 ..." */
 		size_t		len = strlen(o->error) * 6 + 64;
+		char	   *detail = malloc(len);
+		size_t		k;
 
 		/* the server's reply, as a JSON string */
-		detail = malloc(len);
+		k = snprintf(detail, len, "{\"type\": \"hard\", \"code\": %ld, \"reply\": \"", code);
+		for (const unsigned char *p = (const unsigned char *) o->error + 5; *p; p++)
 		{
-			size_t		k = snprintf(detail, len, "{\"type\": \"hard\", \"reply\": \"");
-
-			for (const unsigned char *p = (const unsigned char *) o->error; *p; p++)
-			{
-				if (*p == '"' || *p == '\\')
-					k += snprintf(detail + k, len - k, "\\%c", *p);
-				else if (*p < 0x20)
-					k += snprintf(detail + k, len - k, "\\u%04x", *p);
-				else
-					detail[k++] = *p;
-			}
-			snprintf(detail + k, len - k, "\"}");
+			if (*p == '"' || *p == '\\')
+				k += snprintf(detail + k, len - k, "\\%c", *p);
+			else if (*p < 0x20)
+				k += snprintf(detail + k, len - k, "\\u%04x", *p);
+			else
+				detail[k++] = *p;
 		}
+		snprintf(detail + k, len - k, "\"}");
+		bp[0] = id;
 		bp[1] = detail;
 		res = PQexecPrepared(conn, "bounce", 2, bp, NULL, NULL, 0);
 		free(detail);

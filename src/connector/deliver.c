@@ -148,6 +148,27 @@ on_body(char *buf, size_t size, size_t nmemb, void *arg)
 	return len;
 }
 
+/*
+ * SMTP replies arrive as curl's "header" debug data: the first refusal is
+ * kept, as the text of a bounce or a retry (what follows it, the reply to
+ * QUIT, says nothing).
+ */
+static int
+on_debug(CURL *e, curl_infotype type, char *data, size_t size, void *arg)
+{
+	Message    *m = arg;
+	size_t		n = size < sizeof(m->reply) - 1 ? size : sizeof(m->reply) - 1;
+
+	if (type != CURLINFO_HEADER_IN || (m->reply_len > 0 && (m->reply[0] == '4' || m->reply[0] == '5')))
+		return 0;
+	memcpy(m->reply, data, n);
+	while (n > 0 && (m->reply[n - 1] == '\n' || m->reply[n - 1] == '\r'))
+		n--;
+	m->reply[n] = '\0';
+	m->reply_len = n;
+	return 0;
+}
+
 static size_t
 on_read(char *buf, size_t size, size_t nitems, void *arg)
 {
@@ -229,6 +250,8 @@ deliver_start(Message *m)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) ch->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, m->errbuf);
 	m->errbuf[0] = '\0';
+	m->reply_len = 0;
+	m->reply[0] = '\0';
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, m);
 	if (ch->username)
@@ -275,6 +298,9 @@ deliver_start(Message *m)
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(e, CURLOPT_READDATA, m);
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) m->mail_len);
+		curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
+		curl_easy_setopt(e, CURLOPT_DEBUGDATA, m);
+		curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
 		curl_easy_setopt(e, CURLOPT_USE_SSL,
 						 ch->tls == 2 ? (long) CURLUSESSL_ALL :
 						 ch->tls == 1 ? (long) CURLUSESSL_TRY : (long) CURLUSESSL_NONE);
@@ -324,8 +350,15 @@ smtp_done(Message *m, CURLcode rc)
 		return;
 	}
 	curl_easy_getinfo(m->easy, CURLINFO_RESPONSE_CODE, &code);
-	snprintf(err, sizeof(err), "SMTP %ld: %s: %s", code, curl_easy_strerror(rc),
-			 m->errbuf[0] ? m->errbuf : "no detail");
+	/* the reply goes into JSON text: ASCII only */
+	for (size_t i = 0; i < m->reply_len; i++)
+		if ((unsigned char) m->reply[i] < 0x20 || (unsigned char) m->reply[i] >= 0x7f)
+			m->reply[i] = ' ';
+	if (code > 0 && m->reply_len > 0)
+		snprintf(err, sizeof(err), "SMTP %s", m->reply);
+	else
+		snprintf(err, sizeof(err), "SMTP %ld: %s: %s", code, curl_easy_strerror(rc),
+				 m->errbuf[0] ? m->errbuf : "no detail");
 	if (code >= 500 && code < 600)
 		add_outcome(m, OUT_BOUNCE, err, -1);
 	else

@@ -307,8 +307,15 @@ main(int argc, char **argv)
 		log_msg("FATAL", "cannot initialize libcurl");
 		return EXIT_BAD_CONFIG;
 	}
-	if (!db_connect())
-		return EXIT_NO_DATABASE;
+	switch (db_connect())
+	{
+		case DB_OK:
+			break;
+		case DB_UNREACHABLE:
+			return EXIT_NO_DATABASE;
+		case DB_REFUSED:
+			return EXIT_REFUSED;
+	}
 	log_msg("LOG", "connected; draining %d channel%s, %d deliveries in flight at most, lease %d s",
 			cfg.nchannels, cfg.nchannels == 1 ? "" : "s", cfg.concurrency, cfg.lease_s);
 	next_poll = now_s() + cfg.poll_ms / 1000.0;
@@ -343,7 +350,7 @@ main(int argc, char **argv)
 		/* PostgreSQL gone: reconnect, backing off */
 		if (!db_connected() && now >= next_reconnect)
 		{
-			if (db_connect())
+			if (db_connect() == DB_OK)
 			{
 				log_msg("LOG", "reconnected to PostgreSQL");
 				stats.reconnects++;

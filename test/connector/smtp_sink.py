@@ -19,7 +19,7 @@ import time
 from aiosmtpd.controller import Controller
 
 port = int(sys.argv[1])
-log = open(sys.argv[2], 'a', buffering=1)
+log = open(sys.argv[2], 'a', buffering=1, encoding='utf-8')
 lock = threading.Lock()
 
 
@@ -49,7 +49,7 @@ class Handler:
                'to': envelope.rcpt_tos, 'from': str(msg.get('From')), 'subject': str(msg.get('Subject')),
                'multipart': msg.get_content_type(), 'text': text, 'html': html, 'crlf': crlf}
         with lock:
-            log.write(json.dumps(rec) + '\n')
+            log.write(json.dumps(rec, ensure_ascii=False) + '\n')
         return '250 OK queued'
 
 
