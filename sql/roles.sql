@@ -48,7 +48,21 @@ RESET ROLE;
 SET ROLE regress_connector;
 SELECT count(*) FROM cdp.events;
 SELECT cdp.track('{"email": "x@shop.test"}', 'x');
+-- it drains the outbox and reports, and reads nothing
+SELECT count(*) FROM cdp.claim('nowhere', 10, '1 minute');
+SELECT cdp.ack('{}') AS acked;
+SELECT cdp.report_delivery(1, 'delivered');
+SELECT count(*) FROM cdp.outbox;
+SELECT count(*) FROM cdp.consents;
+SELECT cdp.enqueue(1, 'email', 'x', '{}');
+SELECT cdp.replay('{1}'::bigint[]);
 RESET ROLE;
+SELECT p.oid::regprocedure AS connector_may_execute
+FROM pg_proc p
+WHERE p.pronamespace = 'cdp'::regnamespace
+  AND has_function_privilege('cdp_connector', p.oid, 'EXECUTE')
+  AND p.oid::regprocedure::text NOT IN ('cdp.now()', 'cdp.normalize_email(text)', 'cdp.normalize_phone(text,text)')
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 SET ROLE regress_nobody;
 SELECT cdp.track('{"email": "x@shop.test"}', 'x');

@@ -6,7 +6,8 @@
  *
  * _PG_init calls each module's init in the order of the flow (the clock,
  * normalization, identifier types, profiles, the engine and the resolver,
- * merges, ingest, the inbox, the drain, the worker); each defines its own
+ * merges, ingest, the inbox, the drain, traits, the outbox and its
+ * policy, the worker); each defines its own
  * settings and registers its per-profile tables and worker tasks.  The
  * modules that keep state in shared memory size and attach it here.
  * A new subsystem adds its init call (and its shared memory, if it has
@@ -32,6 +33,8 @@
 #include "engine.h"
 #include "merge.h"
 #include "normalize.h"
+#include "outbox.h"
+#include "policy.h"
 #include "profile.h"
 #include "resolve.h"
 #include "segment_spec.h"
@@ -72,6 +75,8 @@ _PG_init(void)
 	cdp_drainers_init();
 	cdp_drain_init();
 	cdp_traits_init();
+	cdp_outbox_init();
+	cdp_policy_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
 
@@ -90,6 +95,7 @@ cdp_shmem_request(void)
 	RequestAddinShmemSpace(cdp_drainers_shmem_size());
 	RequestAddinShmemSpace(cdp_profile_shmem_size());
 	RequestAddinShmemSpace(cdp_traits_shmem_size());
+	RequestAddinShmemSpace(cdp_outbox_shmem_size());
 	RequestNamedLWLockTranche("pg_cdp drainers", 1);
 }
 
@@ -104,5 +110,6 @@ cdp_shmem_startup(void)
 	cdp_drainers_shmem_init();
 	cdp_profile_shmem_init();
 	cdp_traits_shmem_init();
+	cdp_outbox_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }

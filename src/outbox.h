@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *	  The outbox: channels, templates, enqueue, claim, ack, fail, replay,
+ *	  and its worker task (outbox.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CDP_OUTBOX_H
+#define CDP_OUTBOX_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "utils/date.h"
+
+/* a channel as the outbox and the policy read it */
+typedef struct CdpChannel
+{
+	char	   *name;
+	char	   *kind;
+	char	   *address_type;	/* NULL: target */
+	char	   *target;
+	char	   *purpose;
+	bool		requires_consent;
+	bool		has_quiet;
+	TimeADT		quiet_start;
+	TimeADT		quiet_end;
+	int32		cap_per_day;	/* 0: none */
+	int32		cap_per_week;
+	double		rate_per_second;	/* 0: none */
+	int32		max_attempts;
+	int64		backoff_base;	/* microseconds */
+	int64		backoff_max;
+	int32		max_payload_bytes;
+} CdpChannel;
+
+extern int	cdp_contact_cap_per_day;
+extern int	cdp_contact_cap_per_week;
+
+extern void cdp_outbox_init(void);
+extern Size cdp_outbox_shmem_size(void);
+extern void cdp_outbox_shmem_init(void);
+
+/* the channel named, from the backend's cache; NULL when unknown */
+extern const CdpChannel *cdp_outbox_channel(const char *name);
+
+#endif							/* CDP_OUTBOX_H */

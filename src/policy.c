@@ -1,0 +1,456 @@
+/*-------------------------------------------------------------------------
+ *
+ * policy.c
+ *	  The contact policy: who may be sent what, when, and how often;
+ *	  consents, suppressed addresses and delivery feedback.
+ *
+ * A channel needs its purpose's consent (unless requires_consent is off):
+ * no consent row, or a withdrawn one, means no message.  An address in
+ * cdp.suppressions (a hard bounce, a complaint, a manual block) is never
+ * used; a person whose every address of the channel's type is suppressed
+ * gets nothing.  Enqueue checks both and keeps a message that may not go
+ * as 'suppressed' with the reason; claim checks them again, because
+ * consent can be withdrawn in between, and cancels with the reason.
+ *
+ * Time rules are decided at claim, when the message would go: quiet
+ * hours and caps are read in the recipient's time zone (the timezone
+ * identify trait, else cdp.timezone).  In quiet hours a message is
+ * deferred to their end; over a cap (the channel's per day or week, or
+ * cdp.contact_cap_per_day / _per_week across channels) to the start of
+ * the recipient's next day or week.  A deferral keeps its reason until
+ * the message goes.  Caps count messages sent (first leased) in the
+ * period; two claimers of different channels can each send the last one
+ * a global cap allows, so it may be exceeded by the number of channels
+ * claiming at the same moment.
+ *
+ * Merges keep the most restrictive word: for a purpose both parts have a
+ * consent row for, a withdrawal wins; a purpose only one part has keeps
+ * that part's row.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "clock.h"
+#include "outbox.h"
+#include "policy.h"
+#include "registry.h"
+#include "traits.h"
+#include "util.h"
+
+static const CdpProfileTable policy_tables[] = {
+	{
+		/* a purpose both parts answered: a withdrawal wins */
+		.name = "consents",
+		.relation = "cdp.consents",
+		.order = 610,
+		.on_merge = CDP_ROWS_SQL,
+		.merge_sql =
+		"WITH m AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS m(loser, winner)), "
+		"l AS (DELETE FROM cdp.consents k USING m WHERE k.profile_id = m.loser "
+		"RETURNING m.winner, k.purpose, k.granted, k.at, k.source), "
+		"g AS (SELECT winner, purpose, bool_and(granted) AS granted, max(at) AS at, "
+		"(array_agg(source ORDER BY granted, at DESC))[1] AS source FROM l GROUP BY winner, purpose) "
+		"INSERT INTO cdp.consents AS k (profile_id, purpose, granted, at, source) "
+		"SELECT winner, purpose, granted, at, source FROM g "
+		"ON CONFLICT (profile_id, purpose) DO UPDATE SET "
+		"granted = k.granted AND excluded.granted, "
+		"at = CASE WHEN k.granted AND NOT excluded.granted THEN excluded.at ELSE k.at END, "
+		"source = CASE WHEN k.granted AND NOT excluded.granted THEN excluded.source ELSE k.source END",
+		.on_unmerge = CDP_ROWS_STAY,
+		.on_forget = CDP_ROWS_BY_PROFILE_ID,
+	},
+	{
+		/* no profile_id: the person's addresses are found by value */
+		.name = "suppressions",
+		.relation = "cdp.suppressions",
+		.order = 620,
+		.on_merge = CDP_ROWS_STAY,
+		.on_unmerge = CDP_ROWS_STAY,
+		.on_forget = CDP_ROWS_SQL,
+		.forget_sql = "DELETE FROM cdp.suppressions WHERE address = ANY($2)",
+	},
+};
+
+void
+cdp_policy_init(void)
+{
+	for (int i = 0; i < lengthof(policy_tables); i++)
+		cdp_register_profile_table(&policy_tables[i]);
+}
+
+static const char *
+local_text(TimestampTz t, const char *zone)
+{
+	pg_tz	   *tz = pg_tzset(zone);
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	if (tz == NULL || timestamp2tm(t, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		return timestamptz_to_str(t);
+	return psprintf("%04d-%02d-%02d %02d:%02d %s", tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, zone);
+}
+
+static int64
+col_int8(HeapTuple tup, TupleDesc desc, int att, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tup, desc, att, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * Decides a claimed message from the columns CDP_POLICY_CLAIM_SQL gives:
+ * 8 consent, 9 address, 10 any address of the type, 11 end of quiet
+ * hours, 12-15 the counts of the caps, 16-17 the recipient's day and
+ * week end, 18 their zone.
+ */
+void
+cdp_policy_read_row(HeapTuple tup, TupleDesc desc, const CdpChannel *c,
+					TimestampTz now, CdpPolicyRow *out)
+{
+	bool		isnull;
+	bool		consent = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+	char	   *address = SPI_getvalue(tup, desc, 9);
+	bool		has_type = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	Datum		quiet = SPI_getbinval(tup, desc, 11, &isnull);
+	bool		in_quiet = !isnull;
+	char	   *zone = SPI_getvalue(tup, desc, 18);
+	TimestampTz day_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 16, &isnull));
+	TimestampTz week_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 17, &isnull));
+	int64		n;
+
+	memset(out, 0, sizeof(*out));
+	out->status = "leased";
+	if (!consent)
+	{
+		out->status = "cancelled";
+		out->reason = psprintf("no consent for %s", c->purpose);
+		return;
+	}
+	if (c->address_type && !has_type)
+	{
+		out->status = "cancelled";
+		out->reason = psprintf("no %s address", c->address_type);
+		return;
+	}
+	if (c->address_type && address == NULL)
+	{
+		out->status = "cancelled";
+		out->reason = "address suppressed";
+		return;
+	}
+	out->address = c->address_type ? address : c->target;
+	if (in_quiet)
+	{
+		out->status = "deferred";
+		out->not_before = DatumGetTimestampTz(quiet);
+		out->reason = psprintf("quiet hours until %s", local_text(out->not_before, zone));
+		return;
+	}
+	n = col_int8(tup, desc, 12, &isnull);
+	if (!isnull && n >= c->cap_per_day)
+	{
+		out->status = "deferred";
+		out->not_before = day_end;
+		out->reason = psprintf("cap of %d per day on %s reached", c->cap_per_day, c->name);
+		return;
+	}
+	n = col_int8(tup, desc, 13, &isnull);
+	if (!isnull && n >= c->cap_per_week)
+	{
+		out->status = "deferred";
+		out->not_before = week_end;
+		out->reason = psprintf("cap of %d per week on %s reached", c->cap_per_week, c->name);
+		return;
+	}
+	n = col_int8(tup, desc, 14, &isnull);
+	if (!isnull && n >= cdp_contact_cap_per_day)
+	{
+		out->status = "deferred";
+		out->not_before = day_end;
+		out->reason = psprintf("cap of %d per day across channels reached (cdp.contact_cap_per_day)",
+							   cdp_contact_cap_per_day);
+		return;
+	}
+	n = col_int8(tup, desc, 15, &isnull);
+	if (!isnull && n >= cdp_contact_cap_per_week)
+	{
+		out->status = "deferred";
+		out->not_before = week_end;
+		out->reason = psprintf("cap of %d per week across channels reached (cdp.contact_cap_per_week)",
+							   cdp_contact_cap_per_week);
+		return;
+	}
+	(void) now;
+}
+
+/* cdp.recipient_zone(zone) → the zone if PostgreSQL knows it, else cdp.timezone */
+PG_FUNCTION_INFO_V1(cdp_recipient_zone);
+
+Datum
+cdp_recipient_zone(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *z = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		if (z[0] != '\0' && strlen(z) < TZ_STRLEN_MAX && pg_tzset(z) != NULL)
+			PG_RETURN_TEXT_P(cstring_to_text(z));
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(cdp_timezone ? cdp_timezone : "UTC"));
+}
+
+static void
+upsert_consent(int64 profile_id, const char *purpose, bool granted, const char *source)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, TEXTOID, BOOLOID, TIMESTAMPTZOID, TEXTOID};
+
+		plan = cdp_prepare("INSERT INTO cdp.consents AS k (profile_id, purpose, granted, at, source) "
+						   "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile_id, purpose) DO UPDATE "
+						   "SET granted = excluded.granted, at = excluded.at, source = excluded.source",
+						   5, types);
+	}
+	values[0] = Int64GetDatum(profile_id);
+	values[1] = CStringGetTextDatum(purpose);
+	values[2] = BoolGetDatum(granted);
+	values[3] = TimestampTzGetDatum(cdp_now());
+	values[4] = source ? CStringGetTextDatum(source) : (Datum) 0;
+	if (!source)
+		nulls[4] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pg_cdp: could not record the consent");
+}
+
+/*
+ * cdp.set_consent(identifiers, channel_or_purpose, granted, source) → the
+ * profile id
+ */
+PG_FUNCTION_INFO_V1(cdp_set_consent);
+
+Datum
+cdp_set_consent(PG_FUNCTION_ARGS)
+{
+	char	   *purpose;
+	const CdpChannel *c;
+	int64		profile_id = 0;
+	Datum		values[1];
+	Oid			types[1] = {JSONBOID};
+	bool		isnull = true;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("identifiers must not be null"),
+				 errhint("Name the person, for example '{\"email\": \"ana@shop.test\"}'.")));
+	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("channel_or_purpose must not be null or empty"),
+				 errhint("Name a channel of cdp.channels, or the purpose a channel needs.")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("granted must not be null")));
+	purpose = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (strlen(purpose) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("purpose is too long"),
+				 errdetail("At most 200 bytes are allowed.")));
+
+	SPI_connect();
+	c = cdp_outbox_channel(purpose);
+	if (c)
+		purpose = c->purpose;
+	/* a known person as they are; a new one as cdp.identify makes them */
+	values[0] = PG_GETARG_DATUM(0);
+	if (SPI_execute_with_args("SELECT cdp.resolve($1)", 1, types, values, NULL, false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			profile_id = DatumGetInt64(d);
+	}
+	if (isnull)
+	{
+		if (SPI_execute_with_args("SELECT cdp.identify($1)", 1, types, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "pg_cdp: could not resolve the identifiers");
+		profile_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	upsert_consent(profile_id, purpose, PG_GETARG_BOOL(2),
+				   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	SPI_finish();
+	PG_RETURN_INT64(profile_id);
+}
+
+/*
+ * cdp.report_delivery(outbox_id, status, detail): an event on the
+ * recipient's profile, and what the outcome means for the policy.
+ */
+PG_FUNCTION_INFO_V1(cdp_report_delivery);
+
+Datum
+cdp_report_delivery(PG_FUNCTION_ARGS)
+{
+	static const char *const statuses[][2] = {
+		{"delivered", "Message Delivered"}, {"bounced", "Message Bounced"},
+		{"opened", "Message Opened"}, {"clicked", "Message Clicked"},
+		{"complained", "Message Complained"}, {"unsubscribed", "Message Unsubscribed"},
+	};
+	int64		id;
+	char	   *status;
+	const char *event = NULL;
+	Jsonb	   *detail;
+	char	   *bounce = NULL;
+	Datum		values[4];
+	Oid			types[4] = {INT8OID, TEXTOID, JSONBOID, TEXTOID};
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		profile_id;
+	char	   *channel;
+	char	   *address;
+	char	   *address_type;
+	char	   *purpose;
+	bool		once;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("outbox_id and status must not be null")));
+	id = PG_GETARG_INT64(0);
+	status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	for (int i = 0; i < lengthof(statuses); i++)
+		if (strcmp(statuses[i][0], status) == 0)
+			event = statuses[i][1];
+	if (event == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown delivery status \"%s\"", status),
+				 errhint("Report delivered, bounced, opened, clicked, complained or unsubscribed.")));
+	detail = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	if (detail && !JB_ROOT_IS_OBJECT(detail))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("detail must be a JSON object")));
+	if (strcmp(status, "bounced") == 0)
+	{
+		bounce = detail ? cdp_jsonb_get_text(detail, "type", NULL) : NULL;
+		if (bounce == NULL || (strcmp(bounce, "hard") != 0 && strcmp(bounce, "soft") != 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a bounce's detail must say its type, hard or soft"),
+					 errhint("For example '{\"type\": \"hard\"}'.")));
+	}
+
+	SPI_connect();
+	values[0] = Int64GetDatum(id);
+	if (SPI_execute_with_args("SELECT o.profile_id, o.channel, o.template, o.address, "
+							  "c.address_type, c.purpose FROM cdp.outbox o "
+							  "LEFT JOIN cdp.channels c ON c.name = o.channel WHERE o.outbox_id = $1",
+							  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not read the outbox");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("outbox message " INT64_FORMAT " does not exist", id),
+				 errdetail("Finished messages are removed after cdp.outbox_retention.")));
+	row = SPI_copytuple(SPI_tuptable->vals[0]);
+	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	profile_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+	channel = SPI_getvalue(row, desc, 2);
+	address = SPI_getvalue(row, desc, 4);
+	address_type = SPI_getvalue(row, desc, 5);
+	purpose = SPI_getvalue(row, desc, 6);
+
+	/* the event, once per message for outcomes, every time for opens and clicks */
+	once = strcmp(status, "opened") != 0 && strcmp(status, "clicked") != 0;
+	values[0] = Int64GetDatum(profile_id);
+	values[1] = CStringGetTextDatum(event);
+	{
+		JsonbParseState *st = NULL;
+		JsonbValue	k;
+		JsonbValue	v;
+		JsonbValue *res;
+
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+#define PUT_KEY(s) do { k.type = jbvString; k.val.string.val = (s); k.val.string.len = strlen(s); pushJsonbValue(&st, WJB_KEY, &k); } while (0)
+		PUT_KEY("outbox_id");
+		v.type = jbvNumeric;
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(id)));
+		pushJsonbValue(&st, WJB_VALUE, &v);
+		PUT_KEY("channel");
+		v.type = jbvString;
+		v.val.string.val = channel;
+		v.val.string.len = strlen(channel);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+		PUT_KEY("template");
+		v.type = jbvString;
+		v.val.string.val = SPI_getvalue(row, desc, 3);
+		v.val.string.len = strlen(v.val.string.val);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+		PUT_KEY("detail");
+		if (detail)
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &detail->root;
+			v.val.binary.len = VARSIZE(detail) - VARHDRSZ;
+		}
+		else
+			v.type = jbvNull;
+		pushJsonbValue(&st, WJB_VALUE, &v);
+#undef PUT_KEY
+		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		values[2] = JsonbPGetDatum(JsonbValueToJsonb(res));
+	}
+	values[3] = once ? CStringGetTextDatum(psprintf("outbox:" INT64_FORMAT ":%s", id, status)) : (Datum) 0;
+	if (!once)
+		nulls[3] = 'n';
+	/* the person's strongest identifier names them to cdp.track */
+	if (SPI_execute_with_args("SELECT cdp.track(x.ids, $2, $3, cdp.now(), NULL, $4) FROM ("
+							  "SELECT jsonb_build_object(i.type, i.value) AS ids FROM cdp.identities i "
+							  "JOIN cdp.identifier_types t ON t.type = i.type WHERE i.profile_id = $1 "
+							  "ORDER BY t.priority, i.value LIMIT 1) x",
+							  4, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not record the delivery event");
+
+	if ((bounce && strcmp(bounce, "hard") == 0) || strcmp(status, "complained") == 0)
+	{
+		if (address && address_type)
+		{
+			Oid			st[3] = {TEXTOID, TEXTOID, TEXTOID};
+			Datum		sv[3];
+
+			sv[0] = CStringGetTextDatum(address_type);
+			sv[1] = CStringGetTextDatum(address);
+			sv[2] = CStringGetTextDatum(bounce ? "hard bounce" : "complaint");
+			if (SPI_execute_with_args("INSERT INTO cdp.suppressions (address_type, address, reason, source) "
+									  "VALUES ($1, $2, $3, 'report_delivery') ON CONFLICT DO NOTHING",
+									  3, st, sv, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "pg_cdp: could not suppress the address");
+		}
+	}
+	if (strcmp(status, "unsubscribed") == 0 && purpose)
+		upsert_consent(profile_id, purpose, false, "unsubscribe");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
