@@ -106,6 +106,25 @@ install-loader: loader
 clean-loader:
 	$(MAKE) -C src/loader clean
 
+# So is the connector that drains the outbox (libpq, libcurl).
+ifeq ($(WITH_PROGRAMS),yes)
+all: connector
+install: install-connector
+endif
+clean: clean-connector
+
+.PHONY: connector install-connector clean-connector
+connector:
+	$(MAKE) -C src/connector PG_CONFIG=$(PG_CONFIG)
+
+install-connector: connector
+	$(MAKE) -C src/connector PG_CONFIG=$(PG_CONFIG) install
+	install -d $(DESTDIR)$(LINKDIR)
+	ln -sf $(PG_BINDIR)/pg_cdp_connector $(DESTDIR)$(LINKDIR)/pg_cdp_connector
+
+clean-connector:
+	$(MAKE) -C src/connector clean
+
 .PHONY: test demo bench deps
 deps:
 	scripts/deps.sh

@@ -28,7 +28,8 @@ ensure_packages() {
 
 base_packages() {
     ensure_packages make gcc postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
-        libipc-run-perl libpq-dev libicu-dev libssl-dev libmicrohttpd-dev libjansson-dev zlib1g-dev curl
+        libipc-run-perl libpq-dev libicu-dev libssl-dev libmicrohttpd-dev libjansson-dev zlib1g-dev curl \
+        libcurl4-openssl-dev python3-aiosmtpd
 }
 
 # build_and_install: compile with -Werror and install into PostgreSQL.
