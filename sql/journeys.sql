@@ -156,3 +156,88 @@ WHERE o.profile_id = :shopper AND o.template = 'ten_off';
 -- sends carry their dedupe key: the same key again enqueues nothing new
 SELECT count(DISTINCT dedupe_key) = count(*) AS keys_unique, bool_and(dedupe_key LIKE 'journey/welcome/1/%') AS keyed
 FROM cdp.outbox;
+
+-- wait_for keyed on the entry event's cart_id: only the same cart's order
+-- moves it on; another cart's does not; a timeout takes the other branch.
+SET cdp.fake_now = '2026-07-01 10:00:00+00';
+SELECT cdp.create_journey('cart', '{
+  "entry": {"event": "Cart Abandoned", "condition": "(properties->>''value'')::numeric >= 20"},
+  "reentry": "always",
+  "steps": [
+    {"name": "wait", "kind": "wait_for", "event": "Order Completed", "match": ["cart_id"],
+     "condition": "(properties->>''total'')::numeric > 0", "timeout": "1 day",
+     "on_event": "thanks", "on_timeout": "remind"},
+    {"name": "thanks", "kind": "exit"},
+    {"name": "remind", "kind": "send", "channel": "email", "template": "cart"}
+  ]}');
+SELECT cdp.start_journey('cart');
+SELECT cdp.set_consent('{"email": "cart@shop.test"}', 'email', true, 'form') AS carter \gset
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Cart Abandoned', '{"cart_id": "c1", "value": 50}') = :carter AS c1;
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Cart Abandoned', '{"cart_id": "c2", "value": 80}') = :carter AS c2;
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Cart Abandoned', '{"cart_id": "c3", "value": 5}') = :carter AS too_small;
+SELECT entry_properties ->> 'cart_id' AS cart, step, waiting_event, waiting_keys FROM cdp.journey_states
+WHERE journey = 'cart' ORDER BY state_id;
+-- an order of another cart, and one of c1 with a zero total (the condition), move nothing
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Order Completed', '{"cart_id": "c9", "total": 10}') = :carter AS other_cart;
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Order Completed', '{"cart_id": "c1", "total": 0}') = :carter AS zero_total;
+SELECT count(*) AS still_waiting FROM cdp.journey_states WHERE journey = 'cart' AND status = 'active';
+SELECT cdp.track('{"email": "cart@shop.test"}', 'Order Completed', '{"cart_id": "c1", "total": 50}') = :carter AS c1_bought;
+SET cdp.fake_now = '2026-07-02 10:00:00+00';
+SELECT cdp.tick() ->> 'journeys' AS advanced;
+SELECT entry_properties ->> 'cart_id' AS cart, step, status, why FROM cdp.journey_states
+WHERE journey = 'cart' ORDER BY state_id;
+SELECT template, payload FROM cdp.outbox WHERE profile_id = :carter;
+
+-- Split: sticky per profile (a hash of journey and profile), recorded in
+-- the state and the log; weights hold over many profiles. Holdout: enters,
+-- runs every step, sends nothing.
+SET cdp.fake_now = '2026-07-10 10:00:00+00';
+INSERT INTO cdp.channels (name, kind, target, requires_consent) VALUES ('hook', 'webhook', 'crm', false);
+INSERT INTO cdp.templates (name, channel, body) VALUES ('ping_a', 'hook', 'A'), ('ping_b', 'hook', 'B');
+SELECT cdp.create_journey('ab', '{
+  "entry": {"event": "Visited"}, "reentry": "always", "holdout": 10,
+  "steps": [
+    {"name": "pick", "kind": "split", "arms": [{"name": "A", "weight": 70, "next": "send a"},
+                                              {"name": "B", "weight": 30, "next": "send b"}]},
+    {"name": "send a", "kind": "send", "channel": "hook", "template": "ping_a"},
+    {"name": "send b", "kind": "send", "channel": "hook", "template": "ping_b"}
+  ]}');
+SELECT cdp.start_journey('ab');
+SELECT count(*) FROM (SELECT cdp.track(jsonb_build_object('user_id', 'v' || i), 'Visited') FROM generate_series(1, 2000) i) t;
+SELECT arms ->> 'pick' AS arm, holdout, count(*) FROM cdp.journey_states WHERE journey = 'ab'
+GROUP BY 1, 2 ORDER BY 1, 2;
+-- the shares: A about 70%, holdout about 10%
+SELECT round(avg(((arms ->> 'pick') = 'A')::int), 1) AS share_a, round(avg(holdout::int), 1) AS share_holdout
+FROM cdp.journey_states WHERE journey = 'ab';
+-- holdout sends nothing; everyone else exactly one message, of their arm
+SELECT s.holdout, count(o.outbox_id) AS messages, count(*) AS states,
+       bool_and(o.template IS NULL OR o.template = 'ping_' || lower(s.arms ->> 'pick')) AS of_their_arm
+FROM cdp.journey_states s
+LEFT JOIN cdp.journey_log l ON l.state_id = s.state_id AND l.outbox_id IS NOT NULL
+LEFT JOIN cdp.outbox o ON o.outbox_id = l.outbox_id
+WHERE s.journey = 'ab' GROUP BY 1 ORDER BY 1;
+SELECT why, count(*) FROM cdp.journey_log WHERE journey = 'ab' GROUP BY 1 ORDER BY 1;
+-- sticky: entering again lands on the same arm, with the same holdout
+SELECT count(*) FROM (SELECT cdp.track(jsonb_build_object('user_id', 'v' || i), 'Visited') FROM generate_series(1, 200) i) t;
+SELECT count(DISTINCT arms ->> 'pick') AS arms_per_profile, count(DISTINCT holdout) AS holdouts_per_profile, count(*)
+FROM cdp.journey_states WHERE journey = 'ab' GROUP BY profile_id HAVING count(*) > 1
+ORDER BY 1 DESC, 2 DESC LIMIT 1;
+
+-- Re-entry: never (the welcome), always (the cart), a cool-down.
+SET cdp.fake_now = '2026-08-01 10:00:00+00';
+SELECT cdp.create_journey('cool', '{"entry": {"event": "Browsed"}, "reentry": {"cooldown": "7 days"},
+  "steps": [{"name": "w", "kind": "wait", "for": "1 hour"}]}');
+SELECT cdp.start_journey('cool');
+SELECT cdp.track('{"user_id": "cooler"}', 'Browsed') AS cooler \gset
+SELECT cdp.track('{"user_id": "cooler"}', 'Browsed') = :cooler AS again_at_once;
+SET cdp.fake_now = '2026-08-05 10:00:00+00';
+SELECT cdp.track('{"user_id": "cooler"}', 'Browsed') = :cooler AS again_day_4;
+SET cdp.fake_now = '2026-08-09 10:00:00+00';
+SELECT cdp.track('{"user_id": "cooler"}', 'Browsed') = :cooler AS again_day_8;
+SELECT entered_at FROM cdp.journey_states WHERE journey = 'cool' ORDER BY state_id;
+-- two entries in one batch: one state under a cool-down
+SELECT cdp.ingest_batch(jsonb_build_array(
+    jsonb_build_object('type', 'track', 'userId', 'batcher', 'event', 'Browsed'),
+    jsonb_build_object('type', 'track', 'userId', 'batcher', 'event', 'Browsed'))) ->> 'accepted' AS accepted;
+SELECT count(*) AS batcher_states FROM cdp.journey_states s JOIN cdp.identities i USING (profile_id)
+WHERE s.journey = 'cool' AND i.value = 'batcher';
