@@ -48,10 +48,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "optimizer/optimizer.h"
-#include "parser/analyze.h"
-#include "parser/parser.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/jsonb.h"
@@ -61,6 +59,7 @@
 #include "utils/timestamp.h"
 
 #include "journey.h"
+#include "predicate.h"
 #include "status.h"
 #include "util.h"
 
@@ -152,10 +151,17 @@ check_keys(JsonbContainer *c, const char *const *allowed, const char *where)
 		for (int i = 0; allowed[i]; i++)
 			ok = ok || strcmp(allowed[i], key) == 0;
 		if (!ok)
+		{
+			StringInfoData list;
+
+			initStringInfo(&list);
+			for (int i = 0; allowed[i]; i++)
+				appendStringInfo(&list, "%s%s", i ? ", " : "", allowed[i]);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s: unknown key \"%s\"", where, key),
-					 errhint("Allowed here: %s.", allowed[0] ? allowed[0] : "nothing")));
+					 errhint("Allowed here: %s.", list.data)));
+		}
 	}
 }
 
@@ -204,44 +210,19 @@ jinteger(JsonbValue *v, const char *what, const char *where)
 }
 
 /*
- * A condition: one boolean expression, nothing around it, analyzed against
- * the row it will read, with no volatile function and no aggregate.
+ * A condition: one boolean expression over the row it will read (the
+ * event's columns and the profile's cdp.customers columns), with no
+ * volatile function and no aggregate, checked by the shared validator.
  */
 static void
 validate_condition(const char *cond, const char *where)
 {
-	Oid			types[4] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID};
-	char	   *sql = psprintf("SELECT (%s)::boolean FROM " CDP_JOURNEY_CONDITION_ROWS, cond);
-	List	   *raw;
-	RawStmt    *rs;
-	SelectStmt *sel;
-	Query	   *q;
+	CdpPredicate out;
 
-	raw = raw_parser(psprintf("SELECT (%s)", cond), RAW_PARSE_DEFAULT);
-	rs = list_length(raw) == 1 ? linitial_node(RawStmt, raw) : NULL;
-	sel = rs && IsA(rs->stmt, SelectStmt) ? (SelectStmt *) rs->stmt : NULL;
-	if (sel == NULL || list_length(sel->targetList) != 1 || sel->fromClause ||
-		sel->whereClause || sel->groupClause || sel->havingClause || sel->withClause ||
-		sel->sortClause || sel->limitCount || sel->limitOffset || sel->lockingClause ||
-		sel->op != SETOP_NONE || sel->distinctClause || sel->windowClause)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("%s: the condition must be one boolean expression", where),
-				 errdetail("Got: %s", cond),
-				 errhint("Write a condition over event, properties, occurred_at and the columns of cdp.customers.")));
-	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
-	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), sql, types, 4, NULL);
-	if (q->hasAggs || q->hasWindowFuncs || q->hasTargetSRFs)
-		ereport(ERROR,
-				(errcode(ERRCODE_GROUPING_ERROR),
-				 errmsg("%s: the condition cannot use aggregates, window functions or set-returning functions", where),
-				 errdetail("Got: %s", cond)));
-	if (contain_volatile_functions((Node *) q->targetList))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: the condition cannot call volatile functions", where),
-				 errdetail("Got: %s", cond),
-				 errhint("Use cdp.now() for the time.")));
+	cdp_check_predicate(cond, psprintf("%s: the condition", where),
+						"FROM (SELECT NULL::bigint AS i, NULL::text AS event, "
+						"NULL::jsonb AS properties, NULL::timestamptz AS occurred_at, c.* "
+						"FROM cdp.customers c) e", &out);
 }
 
 static bool
@@ -441,12 +422,12 @@ validate_step(StepDef *d)
 }
 
 /*
- * Runs validate_step in a subtransaction: an error from anything it calls
- * (an interval or a time that does not parse, a condition) is raised again
- * with the step's name in front.
+ * Runs fn(arg) in a subtransaction: an error from anything it calls (an
+ * interval or a time that does not parse, a condition) is raised again
+ * with prefix (the step's name) in front.
  */
 static void
-validate_step_named(StepDef *d)
+run_prefixed(const char *prefix, void (*fn) (void *), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -455,7 +436,7 @@ validate_step_named(StepDef *d)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		validate_step(d);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -463,7 +444,6 @@ validate_step_named(StepDef *d)
 	PG_CATCH();
 	{
 		ErrorData  *ed;
-		char	   *prefix = psprintf("journey step \"%s\"", d->name);
 
 		MemoryContextSwitchTo(cxt);
 		ed = CopyErrorData();
@@ -480,6 +460,12 @@ validate_step_named(StepDef *d)
 				 ed->hint ? errhint("%s", ed->hint) : 0));
 	}
 	PG_END_TRY();
+}
+
+static void
+validate_step_fn(void *arg)
+{
+	validate_step((StepDef *) arg);
 }
 
 /* Depth-first search over the steps where no time passes. */
@@ -512,8 +498,9 @@ find_cycle(StepDef *defs, int n, int at, int *color)
 }
 
 static void
-validate_entry(JsonbContainer *def)
+validate_entry_fn(void *arg)
 {
+	JsonbContainer *def = arg;
 	static const char *const entry_keys[] = {"event", "condition", "segment", NULL};
 	JsonbValue *entry = jfield(def, "entry");
 	JsonbContainer *e;
@@ -542,6 +529,12 @@ validate_entry(JsonbContainer *def)
 				 errhint("Put the condition in the segment's definition.")));
 	if (cond)
 		validate_condition(cond, "the journey's entry");
+}
+
+static void
+validate_entry(JsonbContainer *def)
+{
+	run_prefixed("the journey's entry", validate_entry_fn, def);
 }
 
 static void
@@ -671,7 +664,8 @@ validate_steps(JsonbContainer *def)
 						 errhint("Step names are unique within a journey.")));
 		defs[i].kind = jrequired(defs[i].obj, "kind",
 								 psprintf("journey step \"%s\"", defs[i].name));
-		validate_step_named(&defs[i]);
+		run_prefixed(psprintf("journey step \"%s\"", defs[i].name), validate_step_fn,
+					 &defs[i]);
 	}
 	for (int i = 0; i < n; i++)
 		for (int t = 0; t < defs[i].ntargets; t++)
