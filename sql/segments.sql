@@ -208,3 +208,6 @@ SELECT cdp.drop_segment('afternoon spenders');
 SELECT cdp.drop_trait('spent_today_14_18');
 DROP TABLE regress_secret;
 DROP ROLE regress_seg_owner;
+-- leave nothing behind for the suites after this one
+DROP VIEW changes;
+DROP FUNCTION pid(text);
