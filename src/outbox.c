@@ -527,8 +527,11 @@ cdp_enqueue(PG_FUNCTION_ARGS)
 				 errmsg("profile " INT64_FORMAT " does not exist", profile_id),
 				 errhint("A merged profile's messages go to its winner: cdp.merges names it.")));
 	SPI_finish();
-	/* connectors wake at commit; a rollback notifies nobody */
-	if (pending)
+	/*
+	 * Connectors wake at commit, and a rollback notifies nobody; a message
+	 * for later is notified by the worker when it comes due.
+	 */
+	if (pending && not_before <= now)
 		Async_Notify(OUTBOX_NOTIFY_CHANNEL, c->name);
 	PG_RETURN_INT64(id);
 }
