@@ -154,6 +154,5 @@ SELECT s.segment_id, p.profile_id, cdp.now() FROM cdp.segments s, cdp.profiles p
 WHERE s.name = 'browsing' ORDER BY p.profile_id LIMIT 1;
 SELECT side, count(*) FROM mismatches() GROUP BY side ORDER BY side;
 ROLLBACK;
--- leave nothing behind for the suites after this one
+DROP FUNCTION play(int, int), settle(), mismatches() CASCADE;
 DROP VIEW sizes;
-DROP FUNCTION play(int, int), settle(), mismatches();

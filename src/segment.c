@@ -582,3 +582,17 @@ cdp_in_segment(PG_FUNCTION_ARGS)
 	SPI_finish();
 	PG_RETURN_BOOL(result);
 }
+
+/* cdp.evaluate_segments() → profiles evaluated: the task, alone */
+PG_FUNCTION_INFO_V1(cdp_evaluate_segments);
+Datum
+cdp_evaluate_segments(PG_FUNCTION_ARGS)
+{
+	bool		more = false;
+	int64		n;
+
+	SPI_connect();
+	n = cdp_segments_task(&more);
+	SPI_finish();
+	PG_RETURN_INT64(n);
+}

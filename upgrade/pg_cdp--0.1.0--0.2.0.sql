@@ -730,6 +730,13 @@ CREATE FUNCTION cdp.in_segment(profile_id bigint, name text) RETURNS boolean
 COMMENT ON FUNCTION cdp.in_segment(bigint, text) IS
     'Whether the profile is in the segment now: evaluated at once (as the segment''s owner) when the profile changed since the segment last looked, as in the writer''s own transaction right after its event';
 
+CREATE FUNCTION cdp.evaluate_segments() RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_evaluate_segments';
+COMMENT ON FUNCTION cdp.evaluate_segments() IS
+    'One round of the worker''s segment task in this transaction, without the other tasks: a batch of changed profiles, pending ones, a refresh that is due; returns how many profiles it evaluated';
+
 CREATE VIEW cdp.segment_status AS
     SELECT s.name, s.mode, s.owner, s.predicate, s.refresh_every,
            s.members AS size,
@@ -774,9 +781,10 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.segment_sizes', '');
 
 REVOKE ALL ON FUNCTION cdp.segments_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cdp.create_segment(text, text, text, interval),
-    cdp.refresh_segment(text), cdp.drop_segment(text), cdp.in_segment(bigint, text) FROM PUBLIC;
+    cdp.refresh_segment(text), cdp.drop_segment(text), cdp.in_segment(bigint, text),
+    cdp.evaluate_segments() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.create_segment(text, text, text, interval),
-    cdp.refresh_segment(text), cdp.drop_segment(text) TO cdp_admin;
+    cdp.refresh_segment(text), cdp.drop_segment(text), cdp.evaluate_segments() TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.in_segment(bigint, text) TO cdp_admin, cdp_ingest, cdp_analyst;
 GRANT SELECT ON cdp.segments, cdp.segment_members, cdp.segment_changes, cdp.segment_pending,
     cdp.segment_sizes, cdp.segment_status, cdp.stats_segments TO cdp_analyst, cdp_admin;
