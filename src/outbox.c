@@ -465,7 +465,7 @@ cdp_enqueue(PG_FUNCTION_ARGS)
 			"not_before, status, reason, enqueued_at, status_at, finished_at) "
 			"SELECT $1, $2, $3, $4, $5, $6, CASE WHEN v.reason IS NULL THEN 'pending' ELSE 'suppressed' END, "
 			"v.reason, $10, $10, CASE WHEN v.reason IS NOT NULL THEN $10 END "
-			"FROM (SELECT " CDP_POLICY_ENQUEUE_SQL " AS reason) v "
+			"FROM (SELECT " CDP_POLICY_ENQUEUE_SQL " AS reason OFFSET 0) v "
 			"WHERE EXISTS (SELECT 1 FROM cdp.profiles p WHERE p.profile_id = $1) "
 			"ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING "
 			"RETURNING outbox_id, status = 'pending'",
