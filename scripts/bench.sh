@@ -20,6 +20,11 @@
 #      cdp.inbox vs a plain COPY of the same lines (target >= 0.5), p99
 #      latency with 8 connections (< 50 ms), single /v1/track requests/s,
 #      and its memory over a 3-minute soak (flat)
+#   8. the outbox connector (test/bench/connector.sh): messages/s end to end
+#      through pg_cdp_connector into a file (target >= 20000) beside a plain
+#      queue table drained into a file by psql (the ceiling), and its memory
+#      over a soak against the webhook receiver at a quarter of its peak
+#      (BENCH_CONNECTOR_SOAK seconds; flat within 10%)
 #
 # Environment:
 #   BENCH_EVENTS=1000000        messages of benchmarks 1 and 2 (people: 1/5 of it)
@@ -37,6 +42,8 @@
 #   BENCH_KEEP=1                leave the data directory behind (server stopped)
 #   BENCH_COLLECTOR=0           skip benchmark 4; COLLECTOR_SECONDS, SOAK_SECONDS tune it
 #   BENCH_TRAITS_ROUNDS=3       rounds of benchmark 5 (a drain without traits, one with)
+#   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
+#                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
 # Exit status: 0 when every target is met and every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -590,6 +597,26 @@ if [ "${BENCH_COLLECTOR:-1}" = 1 ]; then
         SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "4 $name" "$base" "$value" "$ratio" "$target" "$result")")
         [ "$result" = FAIL ] && failures=$((failures + 1))
     done < "$files/collector/summary"
+fi
+
+# ---- benchmark 8: the outbox connector ---------------------------------------
+
+if [ "${BENCH_CONNECTOR:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 8: pg_cdp_connector (test/bench/connector.sh)"
+    fresh_cdp
+    mkdir -p "$files/connector"
+    chmod 777 "$files/connector"
+    if BENCH_WORK=$files/connector BENCH_CONNECTOR_SOAK=${BENCH_CONNECTOR_SOAK:-600} \
+            bash test/bench/connector.sh; then :; else
+        echo "   the connector benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "8 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/connector/summary"
 fi
 
 # ---- summary -------------------------------------------------------------
