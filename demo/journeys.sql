@@ -7,7 +7,7 @@ SET client_min_messages = warning;
 \echo
 \echo '== outbox: channels and templates; a trigger and the welcome journey'
 INSERT INTO cdp.channels (name, kind, address_type, quiet_start, quiet_end, cap_per_day)
-VALUES ('email', 'email', 'email', '22:00', '07:00', 5);
+VALUES ('email', 'email', 'email', NULL, NULL, 5);
 INSERT INTO cdp.templates (name, channel, subject, body) VALUES
     ('e_invoice', 'email', 'Your invoice', 'Hello {{traits.first_name | default: "there"}}, here is the invoice of your order of {{payload.total | default: "today"}} EUR.'),
     ('welcome', 'email', 'Welcome', 'Welcome {{traits.first_name | default: ""}}!'),

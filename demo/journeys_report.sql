@@ -1,4 +1,5 @@
 -- demo/journeys_report.sql: what the worker and the connector did.
+SELECT profile_id AS lea FROM cdp.identities WHERE type = 'email' AND value = 'lea.martin@example.fr' \gset
 \pset footer off
 \pset null '-'
 \echo

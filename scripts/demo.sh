@@ -133,6 +133,50 @@ done
 echo "   backfilled in $(elapsed "$t0") s"
 psql_q < "$repo/demo/traits_report.sql"
 
+# Segments over the traits, then the outbox, a trigger and a journey: one
+# shopper's purchase enters her into a segment and sends her messages, which
+# pg_cdp_connector delivers into a file.
+psql_q < "$repo/demo/segments.sql"
+psql_q < "$repo/demo/journeys.sql"
+t0=$(date +%s.%N)
+until [ "$(psql_q -At -c "SELECT count(*) FROM cdp.profile_changes")" = 0 ]; do
+    if [ "$(elapsed "$t0" | cut -d. -f1)" -ge 60 ]; then
+        echo "the worker did not evaluate the segments within 60 s:" >&2
+        psql_q -c "SELECT * FROM cdp.segment_status" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+echo "   the worker evaluated every changed profile in $(elapsed "$t0") s"
+outfile=$dir/outbox.jsonl
+rm -f "$outfile"
+cat > "$dir/connector.conf" <<CONF
+conninfo = 'host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$PGUSER'
+[channel email]
+kind = file
+path = $outfile
+CONF
+chmod 644 "$dir/connector.conf"
+echo
+echo "== pg_cdp_connector --config $dir/connector.conf (the email channel into $outfile)"
+$AS_PG "$PG_BIN/pg_cdp_connector" --config "$dir/connector.conf" > "$dir/connector.log" 2>&1 &
+cpid=$!
+t0=$(date +%s.%N)
+until [ "$(psql_q -At -c "SELECT count(*) FROM cdp.outbox WHERE channel = 'email' AND status IN ('pending', 'leased', 'retry')")" = 0 ]; do
+    if [ "$(elapsed "$t0" | cut -d. -f1)" -ge 30 ]; then
+        echo "the connector did not deliver within 30 s:" >&2
+        cat "$dir/connector.log" >&2
+        kill -TERM $cpid 2>/dev/null
+        exit 1
+    fi
+    sleep 0.2
+done
+kill -TERM $cpid 2>/dev/null
+wait $cpid || true
+echo "   delivered in $(elapsed "$t0") s; the file has:"
+sed 's/^/   /' "$outfile" | cut -c1-220
+psql_q < "$repo/demo/journeys_report.sql"
+
 # The HTTP collector: SDK calls as analytics.js, analytics-node and
 # RudderStack send them, for a person the demo data already knows.
 echo
