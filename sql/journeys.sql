@@ -241,3 +241,97 @@ SELECT cdp.ingest_batch(jsonb_build_array(
     jsonb_build_object('type', 'track', 'userId', 'batcher', 'event', 'Browsed'))) ->> 'accepted' AS accepted;
 SELECT count(*) AS batcher_states FROM cdp.journey_states s JOIN cdp.identities i USING (profile_id)
 WHERE s.journey = 'cool' AND i.value = 'batcher';
+
+-- Pause: nobody enters, no step advances, states keep their place; resume
+-- runs what came due meanwhile.
+SET cdp.fake_now = '2026-09-01 10:00:00+00';
+SELECT cdp.create_journey('pausable', '{"entry": {"event": "Joined"}, "reentry": "always",
+  "steps": [{"name": "wait", "kind": "wait", "for": "1 hour", "next": "hello"},
+            {"name": "hello", "kind": "send", "channel": "hook", "template": "ping_a"}]}');
+SELECT cdp.start_journey('pausable');
+SELECT cdp.track('{"user_id": "p1"}', 'Joined') AS p1 \gset
+SELECT cdp.pause_journey('pausable');
+SELECT cdp.pause_journey('pausable');
+SELECT cdp.track('{"user_id": "p2"}', 'Joined') AS p2 \gset
+SET cdp.fake_now = '2026-09-01 12:00:00+00';
+SELECT cdp.tick() ->> 'journeys' AS advanced_while_paused;
+SELECT profile_id = :p1 AS p1, step, status FROM cdp.journey_states WHERE journey = 'pausable';
+SELECT cdp.resume_journey('pausable');
+SELECT cdp.resume_journey('pausable');
+SELECT cdp.tick() ->> 'journeys' AS advanced_after_resume;
+SELECT profile_id = :p1 AS p1, step, status FROM cdp.journey_states WHERE journey = 'pausable';
+
+-- A new version: 'finish' keeps profiles in flight on theirs; 'migrate'
+-- moves them to the step of the same name.
+SET cdp.fake_now = '2026-09-10 10:00:00+00';
+SELECT cdp.create_journey('versioned', '{"entry": {"event": "Tried"}, "reentry": "always",
+  "steps": [{"name": "wait", "kind": "wait", "for": "1 day", "next": "old"},
+            {"name": "old", "kind": "send", "channel": "hook", "template": "ping_a"}]}');
+SELECT cdp.start_journey('versioned');
+SELECT cdp.track('{"user_id": "ver1"}', 'Tried') AS ver1 \gset
+SELECT cdp.create_journey('versioned', '{"entry": {"event": "Tried"}, "reentry": "always",
+  "steps": [{"name": "wait", "kind": "wait", "for": "1 day", "next": "new"},
+            {"name": "new", "kind": "send", "channel": "hook", "template": "ping_b"}]}', 'finish');
+SELECT version AS ver1_stays_on FROM cdp.journey_states WHERE profile_id = :ver1;
+SELECT cdp.track('{"user_id": "ver2"}', 'Tried') AS ver2 \gset
+SELECT cdp.track('{"user_id": "ver3"}', 'Tried') AS ver3 \gset
+SELECT cdp.create_journey('versioned', '{"entry": {"event": "Tried"}, "reentry": "always",
+  "steps": [{"name": "wait", "kind": "wait", "for": "1 day", "next": "newest"},
+            {"name": "newest", "kind": "send", "channel": "hook", "template": "ping_a"}]}', 'migrate');
+SELECT name, version, status FROM cdp.journeys WHERE name = 'versioned';
+SET cdp.fake_now = '2026-09-11 11:00:00+00';
+SELECT cdp.tick() ->> 'journeys' AS advanced;
+-- 'migrate' moved ver1 (from version 1) and ver2, ver3 (from version 2):
+-- their step "wait" exists in version 3
+SELECT CASE s.profile_id WHEN :ver1 THEN 'ver1' WHEN :ver2 THEN 'ver2' ELSE 'ver3' END AS who,
+       s.version, s.step, o.template
+FROM cdp.journey_states s JOIN cdp.journey_log l ON l.state_id = s.state_id AND l.outbox_id IS NOT NULL
+JOIN cdp.outbox o USING (outbox_id) WHERE s.journey = 'versioned' ORDER BY who;
+SELECT why, count(*) FROM cdp.journey_log WHERE journey = 'versioned' AND why LIKE 'migrated%' GROUP BY 1;
+-- finish: a state on a step the new version lacks stays on its version
+SELECT cdp.track('{"user_id": "ver4"}', 'Tried') AS ver4 \gset
+SELECT cdp.create_journey('versioned', '{"entry": {"event": "Tried"}, "reentry": "always",
+  "steps": [{"name": "pause", "kind": "wait", "for": "1 day", "next": "newest"},
+            {"name": "newest", "kind": "send", "channel": "hook", "template": "ping_b"}]}', 'migrate');
+SELECT version, step FROM cdp.journey_states WHERE profile_id = :ver4;
+
+-- Triggers are journeys of one step: the seeds' three are one call each.
+SET cdp.fake_now = '2026-10-01 09:00:00+00';
+SELECT cdp.create_trigger('till thank-you', 'Order Completed', 'properties->>''channel'' = ''store''',
+                          '2 hours', 'sms', 'review');
+SELECT cdp.create_trigger('e-invoice', 'Checkout Completed', NULL, NULL, 'email', 'e_invoice');
+SELECT cdp.create_trigger('negative contact', 'Call Center Contact', 'properties->>''sentiment'' = ''negative''',
+                          NULL, 'callcenter', 'cc_task');
+SELECT name, status, version FROM cdp.journeys WHERE name IN ('till thank-you', 'e-invoice', 'negative contact') ORDER BY 1;
+SELECT cdp.create_trigger('bad trigger', 'X', 'nope(', NULL, 'email', 'e_invoice');
+SELECT cdp.create_trigger('bad trigger', 'X', NULL, '-1 hour', 'email', 'e_invoice');
+SELECT cdp.set_consent('{"email": "shopper@shop.test", "phone": "+33612345678"}', 'email', true, 'form') AS sh \gset
+SELECT cdp.set_consent('{"email": "shopper@shop.test"}', 'sms', true, 'form') = :sh AS same;
+-- the e-invoice and the call-center task are claimable in the event's own transaction
+BEGIN;
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Checkout Completed', '{"order_id": "A-1"}') = :sh AS tracked;
+SELECT template, subject, body FROM cdp.claim('email', 10, '1 minute') WHERE template = 'e_invoice';
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Call Center Contact', '{"sentiment": "negative", "comment": "late \"again\""}') = :sh AS tracked;
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Call Center Contact', '{"sentiment": "positive", "comment": "fine"}') = :sh AS tracked;
+SELECT template, body FROM cdp.claim('callcenter', 10, '1 minute');
+COMMIT;
+-- the SMS two hours after a store purchase (not after a web one)
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Order Completed', '{"channel": "store", "store": "Lyon"}') = :sh AS tracked;
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Order Completed', '{"channel": "web"}') = :sh AS tracked;
+SELECT count(*) AS sms_now FROM cdp.outbox WHERE channel = 'sms';
+SET cdp.fake_now = '2026-10-01 10:59:00+00';
+SELECT cdp.tick() ->> 'journeys' AS advanced;
+SET cdp.fake_now = '2026-10-01 11:00:00+00';
+SELECT cdp.tick() ->> 'journeys' AS advanced;
+SELECT template, address, body FROM cdp.claim('sms', 10, '1 minute');
+
+-- A rollback leaves neither the entry nor the message.
+SELECT count(*) AS states, (SELECT count(*) FROM cdp.outbox) AS messages, (SELECT count(*) FROM cdp.journey_log) AS log
+FROM cdp.journey_states \gset before_
+BEGIN;
+SELECT cdp.track('{"email": "shopper@shop.test"}', 'Checkout Completed', '{"order_id": "A-2"}') = :sh AS tracked;
+SELECT count(*) > :before_states AS entered FROM cdp.journey_states;
+ROLLBACK;
+SELECT count(*) = :before_states AS no_state, (SELECT count(*) FROM cdp.outbox) = :before_messages AS no_message,
+       (SELECT count(*) FROM cdp.journey_log) = :before_log AS no_log
+FROM cdp.journey_states;
