@@ -6,7 +6,8 @@ SET client_min_messages = warning;
 \echo
 \echo '== segments: SQL predicates over cdp.customers, kept exact by the worker'
 SELECT cdp.create_segment('afternoon_big_spenders', 'spent_today_14_18 > 150') > 0 AS created;
-SELECT cdp.create_segment('loyal_50_plus', $$age(birth_date) >= '50 years' AND orders_180d >= 3$$) > 0 AS created;
+SELECT cdp.create_segment('loyal_50_plus', $$age(birth_date) >= '50 years' AND orders_180d >= 3$$,
+                          refresh_every => '1 day') > 0 AS created;
 SELECT cdp.create_segment('store_regulars', $$preferred_channel = 'store' AND stores_visited >= 2$$) > 0 AS created;
 SELECT cdp.create_segment('lapsed', $$last_purchase_at < cdp.now() - interval '90 days'$$,
                           refresh_every => '1 hour') > 0 AS created;
