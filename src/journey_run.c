@@ -235,60 +235,26 @@ cdp_journeys_changed_trigger(PG_FUNCTION_ARGS)
 }
 
 /*
- * Runs plan in a subtransaction, as owner when given; on success copies
- * the rows it returned into the caller's memory (*rows, *desc), on error
- * returns the error (the subtransaction rolled back) instead of raising it.
+ * Runs plan in a subtransaction, as owner when given (cdp_exec_guarded);
+ * on success copies the rows it returned into the caller's memory (*rows,
+ * *desc), on error returns the error instead of raising it.
  */
 static ErrorData *
 run_guarded(SPIPlanPtr plan, Datum *args, const char *nulls, Oid owner,
 			HeapTuple **rows, TupleDesc *desc, uint64 *nrows)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner resowner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
-	ErrorData  *volatile err = NULL;
+	ErrorData  *err = cdp_exec_guarded(plan, args, nulls, owner, CDP_SPI_ANY,
+									   "journey statement");
 
 	*nrows = 0;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (err == NULL && SPI_tuptable && SPI_processed > 0)
 	{
-		int			rc;
-
-		if (OidIsValid(owner))
-			SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-								   SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_plan(plan, args, nulls, false, 0);
-		if (rc < 0)
-			elog(ERROR, "pg_cdp: journey statement returned %s", SPI_result_code_string(rc));
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(cxt);
-		if (SPI_tuptable && SPI_processed > 0)
-		{
-			*nrows = SPI_processed;
-			*desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
-			*rows = palloc(sizeof(HeapTuple) * SPI_processed);
-			for (uint64 i = 0; i < SPI_processed; i++)
-				(*rows)[i] = heap_copytuple(SPI_tuptable->vals[i]);
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
+		*nrows = SPI_processed;
+		*desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+		*rows = palloc(sizeof(HeapTuple) * SPI_processed);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			(*rows)[i] = heap_copytuple(SPI_tuptable->vals[i]);
 	}
-	PG_CATCH();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-		*nrows = 0;
-	}
-	PG_END_TRY();
 	return err;
 }
 

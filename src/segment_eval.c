@@ -187,51 +187,6 @@ refresh_sql(SegmentDef *s)
 					s->predicate, s->id, s->id, s->id, s->id);
 }
 
-/*
- * Runs plan as owner, in a subtransaction; on error returns the error
- * (the subtransaction rolled back) instead of raising it.  The result
- * stays in SPI_tuptable.
- */
-static ErrorData *
-run_as_owner(SPIPlanPtr plan, Datum *args, Oid owner, int expected)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner resowner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
-	ErrorData  *volatile err = NULL;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		int			rc;
-
-		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-		if (rc != expected)
-			elog(ERROR, "pg_cdp: segment statement returned %s", SPI_result_code_string(rc));
-		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-	}
-	PG_CATCH();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-	}
-	PG_END_TRY();
-	return err;
-}
-
 /* A plan kept with the definitions, or NULL (the error recorded). */
 static SPIPlanPtr
 keep(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
@@ -295,7 +250,8 @@ eval_one(SegmentDef *s, int64 *ids, char **causes, int n, int *budget, Changes *
 	args[0] = cdp_int8_array(ids, n);
 	args[1] = cdp_text_array(causes, n);
 	args[2] = TimestampTzGetDatum(cdp_now());
-	err = run_as_owner(plan, args, s->owner, SPI_OK_INSERT_RETURNING);
+	err = cdp_exec_guarded(plan, args, NULL, s->owner, SPI_OK_INSERT_RETURNING,
+						   "segment statement");
 	if (err == NULL)
 	{
 		changes_add_result(ch);
@@ -331,7 +287,8 @@ eval_batch(int64 *ids, char **causes, int n, Changes *ch)
 		CHECK_FOR_INTERRUPTS();
 		plan = len == 1 ? NULL : keep(&c->group_plans[g], batch_sql(ss, len), 3, batch_argtypes);
 		if (plan)
-			err = run_as_owner(plan, args, ss[0]->owner, SPI_OK_INSERT_RETURNING);
+			err = cdp_exec_guarded(plan, args, NULL, ss[0]->owner, SPI_OK_INSERT_RETURNING,
+						   "segment statement");
 		if (plan && err == NULL)
 		{
 			changes_add_result(ch);
@@ -638,7 +595,8 @@ cdp_segment_refresh(SegmentDef *s, int64 *entered, int64 *exited)
 			last = true;
 		args[1] = Int64GetDatum(hi);
 		args[2] = TimestampTzGetDatum(cdp_now());
-		err = run_as_owner(plan, args, s->owner, SPI_OK_INSERT_RETURNING);
+		err = cdp_exec_guarded(plan, args, NULL, s->owner, SPI_OK_INSERT_RETURNING,
+						   "segment statement");
 		if (err)
 		{
 			record_failure(s, NULL, 0, err->message);

@@ -762,50 +762,6 @@ record_error(TraitDef **ts, int n, ErrorData *ed)
 }
 
 /*
- * Runs plan as owner, in a subtransaction; on error returns the error
- * (the subtransaction rolled back) instead of raising it.
- */
-static ErrorData *
-run_as_owner(SPIPlanPtr plan, Datum *args, Oid owner, int expected)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner resowner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
-	ErrorData  *volatile err = NULL;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		int			rc;
-
-		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-		if (rc != expected)
-			elog(ERROR, "pg_cdp: trait statement returned %s", SPI_result_code_string(rc));
-		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-	}
-	PG_CATCH();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-	}
-	PG_END_TRY();
-	return err;
-}
-
-/*
  * Runs one owner's statement over traits ts; if it fails, each trait on
  * its own, so only the failing ones record an error.
  */
@@ -813,7 +769,8 @@ static void
 run_group(TraitDef **ts, int n, SPIPlanPtr plan, Datum *args, int nargs, Oid *argtypes,
 		  char *(*make_sql) (TraitDef **, int, int), int maxslot, int expected)
 {
-	ErrorData  *err = run_as_owner(plan, args, ts[0]->owner, expected);
+	ErrorData  *err = cdp_exec_guarded(plan, args, NULL, ts[0]->owner, expected,
+						   "trait statement");
 
 	if (err == NULL)
 		return;
@@ -834,7 +791,8 @@ run_group(TraitDef **ts, int n, SPIPlanPtr plan, Datum *args, int nargs, Oid *ar
 			record_error(&ts[i], 1, &ed);
 			continue;
 		}
-		err = run_as_owner(one, args, ts[i]->owner, expected);
+		err = cdp_exec_guarded(one, args, NULL, ts[i]->owner, expected,
+						   "trait statement");
 		if (err)
 			record_error(&ts[i], 1, err);
 		SPI_freeplan(one);

@@ -18,12 +18,14 @@
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "util.h"
@@ -473,4 +475,54 @@ cdp_bump_through_xact(pg_atomic_uint64 *counter)
 		Assert(nxact_bumps < MAX_XACT_BUMPS);
 		xact_bumps[nxact_bumps++] = counter;
 	}
+}
+
+/*
+ * cdp_exec_guarded runs plan in an internal subtransaction, as owner when
+ * owner is valid (user SQL: trait conditions, segment predicates, journey
+ * conditions), and returns the error instead of raising it, the
+ * subtransaction rolled back.  expected is the SPI result code, or
+ * CDP_SPI_ANY; what names the statement in the error for another code.
+ * On success the result stays in SPI_tuptable.
+ */
+ErrorData *
+cdp_exec_guarded(SPIPlanPtr plan, Datum *args, const char *nulls, Oid owner,
+				 int expected, const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec;
+	ErrorData  *volatile err = NULL;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			rc;
+
+		if (OidIsValid(owner))
+			SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+		if (expected == CDP_SPI_ANY ? rc < 0 : rc != expected)
+			elog(ERROR, "pg_cdp: %s returned %s", what, SPI_result_code_string(rc));
+		SetUserIdAndSecContext(save_userid, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_END_TRY();
+	return err;
 }

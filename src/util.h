@@ -44,6 +44,9 @@ extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
 extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
 extern int	cdp_spi_int64_column(int64 *out);
+/* user SQL: as owner (if valid), in a subtransaction, errors returned */
+extern ErrorData *cdp_exec_guarded(SPIPlanPtr plan, Datum *args, const char *nulls,
+								   Oid owner, int expected, const char *what);
 
 /* jsonb */
 extern char *cdp_jsonb_get_text(Jsonb *obj, const char *key, bool *is_string);
