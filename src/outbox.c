@@ -120,7 +120,7 @@ static const CdpProfileTable outbox_tables[] = {
 		/* a merged person's messages, pending and sent, are the winner's */
 		.name = "outbox",
 		.relation = "cdp.outbox",
-		.order = 600,
+		.order = 650,
 		.on_merge = CDP_ROWS_BY_PROFILE_ID,
 		.on_unmerge = CDP_ROWS_STAY,
 		.on_forget = CDP_ROWS_BY_PROFILE_ID,

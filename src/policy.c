@@ -51,7 +51,7 @@ static const CdpProfileTable policy_tables[] = {
 		/* a purpose both parts answered: a withdrawal wins */
 		.name = "consents",
 		.relation = "cdp.consents",
-		.order = 610,
+		.order = 660,
 		.on_merge = CDP_ROWS_SQL,
 		.merge_sql =
 		"WITH m AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS m(loser, winner)), "
@@ -72,7 +72,7 @@ static const CdpProfileTable policy_tables[] = {
 		/* no profile_id: the person's addresses are found by value */
 		.name = "suppressions",
 		.relation = "cdp.suppressions",
-		.order = 620,
+		.order = 670,
 		.on_merge = CDP_ROWS_STAY,
 		.on_unmerge = CDP_ROWS_STAY,
 		.on_forget = CDP_ROWS_SQL,

@@ -438,7 +438,7 @@ cdp_huge_grow(MemoryContext cxt, void *p, Size oldsize, Size newsize)
  * unchanged after is sure that no such transaction began in between, nor
  * ended while it waited for that transaction's locks.
  */
-#define MAX_XACT_BUMPS 4
+#define MAX_XACT_BUMPS 8
 
 static pg_atomic_uint64 *xact_bumps[MAX_XACT_BUMPS];
 
