@@ -25,6 +25,7 @@
 #include "utils/guc.h"
 
 #include "clock.h"
+#include "decide.h"
 #include "drain.h"
 #include "drainers.h"
 #include "idtypes.h"
@@ -81,6 +82,7 @@ _PG_init(void)
 	cdp_outbox_init();
 	cdp_policy_init();
 	cdp_journey_init();
+	cdp_decide_init();
 	cdp_worker_init();
 	MarkGUCPrefixReserved("cdp");
 
@@ -102,6 +104,7 @@ cdp_shmem_request(void)
 	RequestAddinShmemSpace(cdp_segments_shmem_size());
 	RequestAddinShmemSpace(cdp_outbox_shmem_size());
 	RequestAddinShmemSpace(cdp_journey_shmem_size());
+	RequestAddinShmemSpace(cdp_decide_shmem_size());
 	RequestNamedLWLockTranche("pg_cdp drainers", 1);
 }
 
@@ -119,5 +122,6 @@ cdp_shmem_startup(void)
 	cdp_segments_shmem_init();
 	cdp_outbox_shmem_init();
 	cdp_journey_shmem_init();
+	cdp_decide_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
