@@ -486,6 +486,8 @@ cdp_train_offer(PG_FUNCTION_ARGS)
 	Datum		a1[1];
 	StringInfoData s;
 	int			iter;
+	MemoryContext caller = CurrentMemoryContext;
+	Jsonb	   *res;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -730,6 +732,8 @@ cdp_train_offer(PG_FUNCTION_ARGS)
 						 active ? "true" : "false", cdp_decide_min_sends,
 						 cdp_decide_min_conversions, cdp_decide_min_auc);
 	}
+	MemoryContextSwitchTo(caller);
+	res = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data)));
 	SPI_finish();
-	PG_RETURN_JSONB_P(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data))));
+	PG_RETURN_JSONB_P(res);
 }
