@@ -136,8 +136,8 @@ FROM cdp.campaign_results('spring');
 -- the same figures computed independently (python3, two-proportion z-test
 -- with the pooled proportion): call 0.1355 / 2.2174 / 0.0266, print
 -- 0.1150 / 1.5456 / 0.1222, all treated 0.1313 / 2.1969 / 0.0280
-SELECT bool_and(round(uplift::numeric, 4) = e.uplift AND round(z::numeric, 4) = e.z
-                AND round(p_value::numeric, 4) = e.p) AS as_computed
+SELECT bool_and(round(r.uplift::numeric, 4) = e.uplift AND round(r.z::numeric, 4) = e.z
+                AND round(r.p_value::numeric, 4) = e.p) AND count(*) = 3 AS as_computed
 FROM cdp.campaign_results('spring') r
 JOIN (VALUES ('call', 0.1355, 2.2174, 0.0266), ('print', 0.1150, 1.5456, 0.1222),
              ('treated', 0.1313, 2.1969, 0.0280)) AS e(arm, uplift, z, p) USING (arm);
