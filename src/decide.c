@@ -808,6 +808,22 @@ cdp_decide_prepare_guarded(const char *sql, int nargs, Oid *types, char **error)
 
 /* ---------- one person's decision ---------- */
 
+/*
+ * The per-person statements are tiny, but their generic plans, made with
+ * sequential scans off (cdp_spi_exec), carry costs that would make every
+ * call compile them with JIT: off for the call.
+ */
+static int
+jit_off(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+
 /* what is known of each channel some offer uses, for one person */
 typedef struct ChanFacts
 {
@@ -1502,6 +1518,7 @@ cdp_next_best_actions(PG_FUNCTION_ARGS)
 	int			nallowed = 0;
 	MemoryContext per_call;
 	MemoryContext old;
+	int			level;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1518,6 +1535,7 @@ cdp_next_best_actions(PG_FUNCTION_ARGS)
 	per_call = AllocSetContextCreate(CurrentMemoryContext, "pg_cdp next best actions",
 									 ALLOCSET_DEFAULT_SIZES);
 	SPI_connect();
+	level = jit_off();
 	c = cdp_offers_load();
 	old = MemoryContextSwitchTo(per_call);
 	if (!read_person(&p, c, profile_id, cdp_now()))
@@ -1577,6 +1595,7 @@ cdp_next_best_actions(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	MemoryContextSwitchTo(old);
+	AtEOXact_GUC(true, level);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -1601,6 +1620,7 @@ cdp_send_offer(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		outbox_id;
 	StringInfoData feats;
+	int			level;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1614,6 +1634,7 @@ cdp_send_offer(PG_FUNCTION_ARGS)
 		dedupe = text_to_cstring(PG_GETARG_TEXT_PP(4));
 
 	SPI_connect();
+	level = jit_off();
 	c = cdp_offers_load();
 	(void) cdp_offer_by_name(offer, false);
 	if (!read_person(&p, c, profile_id, cdp_now()))
@@ -1733,6 +1754,7 @@ cdp_send_offer(PG_FUNCTION_ARGS)
 								  "AND channel = $2 AND day = $3", 3, ct, cv, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "pg_cdp: could not count the send");
 	}
+	AtEOXact_GUC(true, level);
 	SPI_finish();
 	PG_RETURN_INT64(outbox_id);
 }
@@ -1784,6 +1806,7 @@ cdp_offer_eligibility(PG_FUNCTION_ARGS)
 	CdpOfferCache *c;
 	Person		p;
 	Verdict    *v;
+	int			level;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1792,6 +1815,7 @@ cdp_offer_eligibility(PG_FUNCTION_ARGS)
 	profile_id = PG_GETARG_INT64(0);
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
+	level = jit_off();
 	c = cdp_offers_load();
 	if (!read_person(&p, c, profile_id, cdp_now()))
 		ereport(ERROR,
@@ -1823,6 +1847,7 @@ cdp_offer_eligibility(PG_FUNCTION_ARGS)
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	AtEOXact_GUC(true, level);
 	SPI_finish();
 	return (Datum) 0;
 }

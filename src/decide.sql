@@ -51,10 +51,10 @@ CREATE TABLE cdp.offer_sends (
     value        numeric,
     PRIMARY KEY (profile_id, send_id)
 );
-CREATE INDEX offer_sends_offer ON cdp.offer_sends (offer, sent_at);
+-- what the worker settles, and a bounce's send; training and results read
+-- the offer's or the campaign's sends whole, rarely, so no index serves them
 CREATE INDEX offer_sends_open ON cdp.offer_sends (sent_at) WHERE outcome IS NULL;
 CREATE INDEX offer_sends_outbox ON cdp.offer_sends (outbox_id) WHERE outbox_id IS NOT NULL;
-CREATE INDEX offer_sends_campaign ON cdp.offer_sends (campaign, run) WHERE campaign IS NOT NULL;
 -- one decision per person per run, so a re-run never doubles
 CREATE UNIQUE INDEX offer_sends_run ON cdp.offer_sends (profile_id, run) WHERE run IS NOT NULL;
 COMMENT ON TABLE cdp.offer_sends IS

@@ -45,6 +45,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/date.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -339,18 +340,43 @@ read_eligibility(Run *r, int32 segment_id, TimestampTz now)
 			}
 			mark_absent(r->reason, r->noffers, j, r, ids, nids, RS_INELIGIBLE);
 		}
-		if (o->condition)
+	}
+
+	/*
+	 * Conditions: one statement per owner over the audience, each offer's
+	 * condition a column, run as that owner.  A statement that fails
+	 * makes its offers ineligible for the run, with a warning.
+	 */
+	{
+		bool	   *done = palloc0(sizeof(bool) * r->noffers);
+
+		for (int j = 0; j < r->noffers; j++)
 		{
+			Oid			owner = r->offers[j]->owner;
+			StringInfoData sql;
+			int		   *cols = palloc(sizeof(int) * r->noffers);
+			int			ncols = 0;
 			Oid			t[1] = {INT4OID};
 			char	   *why = NULL;
-			SPIPlanPtr	plan = cdp_decide_prepare_guarded(psprintf("SELECT c.profile_id FROM cdp.segment_members m "
-																   "JOIN cdp.customers c ON c.profile_id = m.profile_id "
-																   "WHERE m.segment_id = $1 AND (%s) ORDER BY 1",
-																   o->condition), 1, t, &why);
+			SPIPlanPtr	plan;
 
+			if (done[j] || r->offers[j]->condition == NULL)
+				continue;
+			initStringInfo(&sql);
+			appendStringInfoString(&sql, "SELECT c.profile_id");
+			for (int k = j; k < r->noffers; k++)
+				if (!done[k] && r->offers[k]->condition && r->offers[k]->owner == owner)
+				{
+					appendStringInfo(&sql, ", (%s)::boolean", r->offers[k]->condition);
+					cols[ncols++] = k;
+					done[k] = true;
+				}
+			appendStringInfoString(&sql, " FROM cdp.segment_members m JOIN cdp.customers c "
+								   "ON c.profile_id = m.profile_id WHERE m.segment_id = $1 ORDER BY 1");
+			plan = cdp_decide_prepare_guarded(sql.data, 1, t, &why);
 			if (plan)
 			{
-				ErrorData  *err = cdp_exec_guarded(plan, args, NULL, o->owner, SPI_OK_SELECT,
+				ErrorData  *err = cdp_exec_guarded(plan, args, NULL, owner, SPI_OK_SELECT,
 												   "an offer's condition");
 
 				if (err)
@@ -358,28 +384,54 @@ read_eligibility(Run *r, int32 segment_id, TimestampTz now)
 			}
 			if (why)
 			{
-				ereport(WARNING,
-						(errcode(ERRCODE_WARNING),
-						 errmsg("the condition of offer \"%s\" failed: %s", o->name, why),
-						 errdetail("Nobody gets the offer in this run.")));
-				nids = 0;
-				ids = NULL;
+				for (int q = 0; q < ncols; q++)
+				{
+					ereport(WARNING,
+							(errcode(ERRCODE_WARNING),
+							 errmsg("the condition of offer \"%s\" failed: %s",
+									r->offers[cols[q]]->name, why),
+							 errdetail("Nobody gets the offer in this run.")));
+					for (int64 i = 0; i < r->n; i++)
+						if (r->reason[i * r->noffers + cols[q]] == RS_OK)
+							r->reason[i * r->noffers + cols[q]] = RS_INELIGIBLE;
+				}
 			}
 			else
 			{
-				nids = SPI_processed;
-				ids = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * Max(nids, 1));
-				for (int64 i = 0; i < nids; i++)
+				uint64		k = 0;
+				SPITupleTable *tt = SPI_tuptable;
+				uint64		nrows = SPI_processed;
+
+				/* both sorted by profile id: a merge */
+				for (int64 i = 0; i < r->n; i++)
 				{
 					bool		isnull;
 
-					ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+					if ((i & 0xFFFF) == 0)
+						CHECK_FOR_INTERRUPTS();
+					while (k < nrows &&
+						   DatumGetInt64(SPI_getbinval(tt->vals[k], tt->tupdesc, 1, &isnull)) < r->pids[i])
+						k++;
+					for (int q = 0; q < ncols; q++)
+					{
+						uint8	   *code = &r->reason[i * r->noffers + cols[q]];
+						bool		ok = false;
+
+						if (k < nrows &&
+							DatumGetInt64(SPI_getbinval(tt->vals[k], tt->tupdesc, 1, &isnull)) == r->pids[i])
+						{
+							Datum		d = SPI_getbinval(tt->vals[k], tt->tupdesc, q + 2, &isnull);
+
+							ok = !isnull && DatumGetBool(d);
+						}
+						if (!ok && *code == RS_OK)
+							*code = RS_INELIGIBLE;
+					}
 				}
-				SPI_freetuptable(SPI_tuptable);
+				SPI_freetuptable(tt);
 			}
 			if (plan)
 				SPI_freeplan(plan);
-			mark_absent(r->reason, r->noffers, j, r, ids, nids, RS_INELIGIBLE);
 		}
 	}
 
@@ -654,6 +706,7 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 				n_none = 0;
 	double		expected = 0;
 	TimestampTz *zone_send;		/* zone x channel -> send time without own history */
+	int8	   *zone_day;		/* and its day: 0 today, 1 tomorrow */
 	StringInfoData s;
 	MemoryContext old;
 
@@ -862,10 +915,15 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 
 	/* send times of people without history of their own, per zone and channel */
 	zone_send = palloc(sizeof(TimestampTz) * Max(r.nzones, 1) * Max(r.nchans, 1));
+	zone_day = palloc(sizeof(int8) * Max(r.nzones, 1) * Max(r.nchans, 1));
 	for (int z = 0; z < r.nzones; z++)
 		for (int c = 0; c < r.nchans; c++)
+		{
 			zone_send[z * r.nchans + c] = cdp_decide_send_time(now, r.zones[z], r.chdefs[c], NULL,
 															   r.pop_hours, NULL);
+			zone_day[z * r.nchans + c] =
+				cdp_decide_business_day(zone_send[z * r.nchans + c]) == today ? 0 : 1;
+		}
 
 	/* candidates: per person, each allowed offer with its best channel */
 	cands = MemoryContextAllocHuge(r.cxt, sizeof(Cand) * Max(r.n, 1) * noffer_names);
@@ -877,6 +935,7 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 		double	   *alpha = palloc(sizeof(double) * noffer_names);
 		double	   *beta = palloc(sizeof(double) * noffer_names);
 		TimestampTz *own_send = palloc(sizeof(TimestampTz) * Max(r.nchans, 1));
+		int8	   *own_day = palloc(sizeof(int8) * Max(r.nchans, 1));
 
 		for (int j = 0; j < noffer_names; j++)
 			alpha[j] = beta[j] = 1;
@@ -908,10 +967,19 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 			assigned[i] = -1;
 			best_control[i] = -1;
 			for (int c = 0; c < r.nchans; c++)
-				own_send[c] = r.hist[i] >= 0 ?
-					cdp_decide_send_time(now, r.zones[r.zone[i]], r.chdefs[c], &r.hours[r.hist[i] * 24],
-										 r.pop_hours, NULL) :
-					zone_send[r.zone[i] * r.nchans + c];
+			{
+				if (r.hist[i] >= 0)
+				{
+					own_send[c] = cdp_decide_send_time(now, r.zones[r.zone[i]], r.chdefs[c],
+													   &r.hours[r.hist[i] * 24], r.pop_hours, NULL);
+					own_day[c] = cdp_decide_business_day(own_send[c]) == today ? 0 : 1;
+				}
+				else
+				{
+					own_send[c] = zone_send[r.zone[i] * r.nchans + c];
+					own_day[c] = zone_day[r.zone[i] * r.nchans + c];
+				}
+			}
 			for (int j = 0; j < noffer_names; j++)
 			{
 				CdpOffer   *o = r.offers[j];
@@ -978,7 +1046,7 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 				cd->person = (int32) i;
 				cd->offer = (int16) j;
 				cd->chan = (int8) bestk;
-				cd->day = cdp_decide_business_day(own_send[r.offer_chan[j][bestk]]) == today ? 0 : 1;
+				cd->day = own_day[r.offer_chan[j][bestk]];
 				if (cd->score > best)
 				{
 					best = cd->score;
@@ -1152,8 +1220,19 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 					a[10] = CStringGetTextDatum(run);
 					a[11] = TimestampTzGetDatum(now);
 					a[12] = CStringGetTextDatum(cdp_timezone ? cdp_timezone : "UTC");
-					if (SPI_execute_plan(write_plan, a, NULL, false, 0) != SPI_OK_SELECT)
-						elog(ERROR, "pg_cdp: could not enqueue the run's sends");
+					{
+						/*
+						 * The generic plan cannot know the arrays' sizes: a
+						 * nested loop over the two CTEs would be quadratic.
+						 */
+						int			nest = NewGUCNestLevel();
+
+						(void) set_config_option("enable_nestloop", "off", PGC_USERSET, PGC_S_SESSION,
+												 GUC_ACTION_SAVE, true, 0, false);
+						if (SPI_execute_plan(write_plan, a, NULL, false, 0) != SPI_OK_SELECT)
+							elog(ERROR, "pg_cdp: could not enqueue the run's sends");
+						AtEOXact_GUC(true, nest);
+					}
 					MemoryContextSwitchTo(o2);
 					for (uint64 q = 0; q < SPI_processed; q++)
 					{
@@ -1279,6 +1358,7 @@ cdp_arbitrate_offers(PG_FUNCTION_ARGS)
 	Jsonb	   *suppressed;
 	Jsonb	   *res;
 	MemoryContext caller = CurrentMemoryContext;
+	int			level;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -1290,10 +1370,15 @@ cdp_arbitrate_offers(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		names[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
 	SPI_connect();
+	/* plain statements over the audience: compiling them costs more than it saves */
+	level = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	res = cdp_arbitrate(text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 						names, n, PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
 						PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4),
 						&audience, &enqueued, &held_out, &suppressed);
+	AtEOXact_GUC(true, level);
 	{
 		MemoryContext spi = MemoryContextSwitchTo(caller);
 

@@ -47,6 +47,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -242,6 +243,7 @@ offers_events_written(CdpMessage *msgs, int nmsgs)
 	TimestampTz *times = NULL;
 	int			n = 0;
 	Datum		args[4];
+	int			level;
 
 	if (get_namespace_oid("cdp", true) == InvalidOid)
 		return;
@@ -303,7 +305,12 @@ offers_events_written(CdpMessage *msgs, int nmsgs)
 	args[1] = cdp_text_array(events, n);
 	args[2] = cdp_jsonb_array(props, n);
 	args[3] = cdp_timestamptz_array(times, n);
+	level = NewGUCNestLevel();
+	/* a small statement whose generic plan's costs would call for JIT */
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	cdp_spi_exec(plan, args, SPI_OK_UPDATE);
+	AtEOXact_GUC(true, level);
 }
 
 /*
