@@ -116,12 +116,17 @@ SELECT cdp.run_campaign('winter sale');
 SELECT cdp.run_campaign('summer sale', '');
 SELECT cdp.run_campaign('summer sale', repeat('k', 101));
 SELECT cdp.run_campaign('summer sale', E'tab\there');
+-- a slash would make campaign/<name>/<key>/<profile> ambiguous
+SELECT cdp.run_campaign('summer sale', '2026/06');
 
 -- An empty audience is a run of zeros; a campaign with no message and no
 -- runner is refused, and leaves no run behind.
 SELECT cdp.create_campaign('nobody', 'nobody', 'email', 'winter') > 0 AS created;
 SELECT cdp.run_campaign('nobody', 'k') AS r \gset
 SELECT audience, enqueued, held_out, suppressed FROM cdp.campaign_runs WHERE run_id = :r;
+-- its segment dropped since: a clear error
+SELECT cdp.drop_segment('nobody');
+SELECT cdp.run_campaign('nobody', 'k2');
 SELECT cdp.create_campaign('offers only', 'gold') > 0 AS created;
 SELECT channel, template FROM cdp.campaigns WHERE name = 'offers only';
 SELECT cdp.run_campaign('offers only', 'k');
@@ -149,7 +154,14 @@ SELECT cdp.drop_campaign('admin''s');
 SET ROLE regress_camp_admin;
 SELECT cdp.create_campaign('again', 'gold', 'email', 'winter');
 RESET ROLE;
+-- a creator that no longer exists
+GRANT cdp_admin TO regress_camp_admin;
+SET ROLE regress_camp_admin;
+SELECT cdp.create_campaign('orphan', 'gold', 'email', 'winter') > 0 AS created;
+RESET ROLE;
 DROP ROLE regress_camp_admin;
+SELECT cdp.run_campaign('orphan', 'k');
+SELECT cdp.drop_campaign('orphan');
 
 -- Scheduling without pg_cron in this database: a clear error.
 SELECT cdp.schedule_campaign('summer sale', '0 9 * * 1');

@@ -566,6 +566,16 @@ cdp_run_campaign(PG_FUNCTION_ARGS)
 	{
 		run_key = text_to_cstring(PG_GETARG_TEXT_PP(1));
 		check_label(run_key, MAX_RUN_KEY_BYTES, "run key");
+		/*
+		 * The dedupe key campaign/<name>/<run key>/<profile id> is read from
+		 * the right: with a slash in the key, name "a" and key "b/c" would
+		 * collide with name "a/b" and key "c".
+		 */
+		if (strchr(run_key, '/') != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a campaign run key cannot contain \"/\""),
+					 errhint("Use another separator, as in 2026-w49 or 2026-12-07.")));
 	}
 
 	SPI_connect();
@@ -583,6 +593,20 @@ cdp_run_campaign(PG_FUNCTION_ARGS)
 					 errhint("Create the segment again, or drop the campaign.")));
 		segment_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 												 &isnull));
+	}
+
+	{
+		Oid			types[1] = {OIDOID};
+		Datum		v[1] = {ObjectIdGetDatum(c->owner)};
+
+		exec_args("SELECT 1 FROM pg_catalog.pg_roles WHERE oid = $1", 1, types, v, NULL,
+				  SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the role that created campaign \"%s\" no longer exists", c->name),
+					 errdetail("A campaign's sends run with the rights of its creator."),
+					 errhint("Drop the campaign and create it again as another role.")));
 	}
 
 	/*
@@ -603,7 +627,11 @@ cdp_run_campaign(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(run_key);
 	values[2] = TimestampTzGetDatum(now);
 	cdp_spi_exec(start_plan, values, SPI_OK_INSERT_RETURNING);
-	if (SPI_processed == 0)
+	memset(&run, 0, sizeof(run));
+	if (SPI_processed == 1)
+		run.run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												 &isnull));
+	else
 	{
 		int64		id;
 
@@ -615,9 +643,6 @@ cdp_run_campaign(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(id);
 	}
 
-	memset(&run, 0, sizeof(run));
-	run.run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-											 &isnull));
 	run.campaign = c->name;
 	run.segment = c->segment;
 	run.run_key = run_key;
