@@ -1396,7 +1396,7 @@ CREATE FUNCTION cdp.run_campaign(name text, run_key text DEFAULT NULL) RETURNS b
     SET search_path = pg_catalog, cdp, pg_temp
     AS 'MODULE_PATHNAME', 'cdp_run_campaign';
 COMMENT ON FUNCTION cdp.run_campaign(text, text) IS
-    'Runs a campaign once for the run key (NULL: the current minute in UTC, as 2026-12-02T16:05Z): every member of its segment not held out gets its message through cdp.enqueue and the contact policy. A run key already run returns that run''s id and sends nothing';
+    'Runs a campaign once for the run key (1 to 100 bytes, no slash; NULL: the current minute in UTC, as 2026-12-02T16:05Z): every member of its segment not held out gets its message through cdp.enqueue and the contact policy. A run key already run returns that run''s id and sends nothing';
 
 CREATE FUNCTION cdp.schedule_campaign(name text, cron text) RETURNS bigint
     LANGUAGE c VOLATILE SECURITY DEFINER
