@@ -116,6 +116,7 @@ cdp_decide_init(void)
 							 NULL, &cdp_decide_test_share, 0.2, 0.05, 0.9, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	cdp_decide_feedback_init();
+	cdp_decide_run_init();
 }
 
 Size

@@ -111,6 +111,7 @@ extern uint64 cdp_decide_mix(uint64 seed, int64 a, const char *b, const char *c)
 extern double cdp_beta_draw(pg_prng_state *st, double alpha, double beta);
 
 /* decide_run.c */
+extern void cdp_decide_run_init(void);
 extern Jsonb *cdp_arbitrate(const char *campaign, const char *segment, char **offers,
 							int noffers, const char *run_key, int holdout,
 							int64 *audience, int64 *enqueued, int64 *held_out,

@@ -239,6 +239,24 @@ CREATE FUNCTION cdp.arbitrate_offers(campaign text, segment text, offers text[],
 COMMENT ON FUNCTION cdp.arbitrate_offers(text, text, text[], text, integer) IS
     'Scores every member of the segment against the offers, gives each at most one (greedy by score under the capacities), holds out a control share, enqueues at the chosen times with dedupe keys campaign/<campaign>/<run_key>/<profile_id>; returns the run''s counts';
 
+-- The offers a campaign arbitrates when it runs (cdp.run_campaign): a
+-- campaign with offers is run by decide_run.c instead of sending its own
+-- message.
+CREATE TABLE cdp.campaign_offers (
+    campaign text NOT NULL REFERENCES cdp.campaigns (name) ON DELETE CASCADE ON UPDATE CASCADE,
+    offer    text NOT NULL REFERENCES cdp.offers ON DELETE CASCADE ON UPDATE CASCADE,
+    PRIMARY KEY (campaign, offer)
+);
+COMMENT ON TABLE cdp.campaign_offers IS
+    'The offers each campaign arbitrates when it runs';
+
+CREATE FUNCTION cdp.set_campaign_offers(campaign text, offers text[]) RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_set_campaign_offers';
+COMMENT ON FUNCTION cdp.set_campaign_offers(text, text[]) IS
+    'Sets the offers a campaign arbitrates (none: it sends its own message again); returns how many it has';
+
 CREATE FUNCTION cdp.campaign_results(name text)
     RETURNS TABLE (arm text, people bigint, conversions bigint, conversion_rate double precision,
                    value numeric, uplift double precision, z double precision,
@@ -286,6 +304,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.offer_arms', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.offer_models', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.offer_capacity', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.offer_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.campaign_offers', '');
 
 REVOKE ALL ON FUNCTION cdp.offers_changed(),
     cdp.create_offer(text, jsonb, numeric, text, interval, text[], text, timestamptz, timestamptz, interval, integer, jsonb, text[]),
@@ -293,15 +312,18 @@ REVOKE ALL ON FUNCTION cdp.offers_changed(),
     cdp.send_offer(bigint, text, text, timestamptz, text), cdp.refresh_engagement(),
     cdp.train_offer(text), cdp.bandit_draw(double precision, double precision, bigint),
     cdp.two_proportion_test(bigint, bigint, bigint, bigint),
-    cdp.arbitrate_offers(text, text, text[], text, integer), cdp.campaign_results(text) FROM PUBLIC;
+    cdp.arbitrate_offers(text, text, text[], text, integer), cdp.campaign_results(text),
+    cdp.set_campaign_offers(text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     cdp.create_offer(text, jsonb, numeric, text, interval, text[], text, timestamptz, timestamptz, interval, integer, jsonb, text[]),
     cdp.drop_offer(text), cdp.send_offer(bigint, text, text, timestamptz, text),
     cdp.refresh_engagement(), cdp.train_offer(text),
-    cdp.arbitrate_offers(text, text, text[], text, integer) TO cdp_admin;
+    cdp.arbitrate_offers(text, text, text[], text, integer), cdp.set_campaign_offers(text, text[])
+    TO cdp_admin;
 GRANT EXECUTE ON FUNCTION cdp.next_best_actions(bigint, integer), cdp.offer_eligibility(bigint),
     cdp.campaign_results(text),
     cdp.bandit_draw(double precision, double precision, bigint),
     cdp.two_proportion_test(bigint, bigint, bigint, bigint) TO cdp_admin, cdp_analyst;
 GRANT SELECT ON cdp.offers, cdp.offer_sends, cdp.offer_arms, cdp.offer_models, cdp.offer_weights,
-    cdp.offer_capacity, cdp.engagement_population, cdp.offer_runs TO cdp_analyst, cdp_admin;
+    cdp.offer_capacity, cdp.engagement_population, cdp.offer_runs, cdp.campaign_offers
+    TO cdp_analyst, cdp_admin;

@@ -40,6 +40,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -52,6 +53,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "campaign.h"
 #include "clock.h"
 #include "decide.h"
 #include "outbox.h"
@@ -678,6 +680,22 @@ json_counts(StringInfo s, const char *const *names, const int64 *counts, int n, 
 }
 
 /*
+ * The campaign's control group, sticky per person as campaign.c keeps it:
+ * hashtextextended(campaign || '/' || profile_id, 0) mod 100 below the
+ * holdout (the default collation is deterministic, so that hash is
+ * hash_bytes_extended over the text).
+ */
+static bool
+held_out_of(const char *campaign, int64 profile_id, int holdout)
+{
+	char	   *key = psprintf("%s/" INT64_FORMAT, campaign, profile_id);
+	int64		h = (int64) hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
+
+	pfree(key);
+	return ((h % 100) + 100) % 100 < holdout;
+}
+
+/*
  * cdp_arbitrate decides a run; the caller is connected to SPI.  Returns
  * the run's summary; the counts go to the pointers given.
  */
@@ -710,10 +728,10 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 	StringInfoData s;
 	MemoryContext old;
 
-	if (campaign == NULL || campaign[0] == '\0' || strlen(campaign) > 200)
+	if (campaign == NULL || campaign[0] == '\0' || strlen(campaign) > 200 || strchr(campaign, '/'))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a campaign's name must be 1 to 200 bytes")));
+				 errmsg("a campaign's name must be 1 to 200 bytes without \"/\"")));
 	if (holdout < 0 || holdout > 100)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -736,9 +754,13 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 				 errhint("cdp.segments lists the segments.")));
 	segment_id = seg->id;
 	if (run_key == NULL)
-	{
 		run_key = DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(today)));
-	}
+	else if (run_key[0] == '\0' || strlen(run_key) > 100 || strchr(run_key, '/') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a run key is 1 to 100 bytes without \"/\""),
+				 errdetail("Dedupe keys campaign/<campaign>/<run key>/<profile id> are read from the right."),
+				 errhint("Use another separator, as in 2026-w49 or 2026-12-07.")));
 	run = psprintf("%s/%s", campaign, run_key);
 
 	memset(&r, 0, sizeof(r));
@@ -957,8 +979,7 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 
 		for (int64 i = 0; i < r.n; i++)
 		{
-			bool		control = holdout > 0 &&
-				cdp_decide_mix(seed, r.pids[i], run, "holdout") % 100 < (uint64) holdout;
+			bool		control = holdout > 0 && held_out_of(campaign, r.pids[i], holdout);
 			int64		first = ncands;
 			float		best = -1;
 
@@ -1387,4 +1408,137 @@ cdp_arbitrate_offers(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_JSONB_P(res);
+}
+
+/*
+ * The campaign runner: takes the runs of campaigns that have offers
+ * (cdp.campaign_offers) and arbitrates them.  The sends go through the
+ * definer, as cdp.arbitrate_offers' do, so a campaign owner who may no
+ * longer enqueue is refused first, as campaign.c's own send would be.
+ */
+static bool
+offers_runner(CdpCampaignRun *run)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		names;
+	Datum	   *elems;
+	int			n;
+	char	  **offers;
+	Jsonb	   *suppressed;
+	int			level;
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(run->campaign);
+	if (SPI_execute_with_args("SELECT array_agg(offer ORDER BY offer) FROM cdp.campaign_offers "
+							  "WHERE campaign = $1", 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not read the campaign's offers");
+	names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+	{
+		SPI_finish();
+		return false;
+	}
+	{
+		Oid			t[1] = {OIDOID};
+		Datum		a[1] = {ObjectIdGetDatum(run->owner)};
+
+		if (SPI_execute_with_args("SELECT has_function_privilege($1, "
+								  "'cdp.enqueue(bigint, text, text, jsonb, timestamptz, text)', 'EXECUTE')",
+								  1, t, a, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "pg_cdp: could not check the campaign owner's rights");
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("campaign \"%s\": its owner may not enqueue messages", run->campaign),
+					 errdetail("A campaign's sends run with the rights of its creator.")));
+	}
+	deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
+	offers = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+		offers[i] = TextDatumGetCString(elems[i]);
+	level = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) cdp_arbitrate(run->campaign, run->segment, offers, n, run->run_key, run->holdout,
+						 &run->audience, &run->enqueued, &run->held_out, &suppressed);
+	AtEOXact_GUC(true, level);
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		run->suppressed = JB_ROOT_COUNT(suppressed) > 0 ?
+			DatumGetJsonbPCopy(JsonbPGetDatum(suppressed)) : NULL;
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return true;
+}
+
+void
+cdp_decide_run_init(void)
+{
+	cdp_register_campaign_runner(offers_runner);
+}
+
+/* cdp.set_campaign_offers(campaign, offers) → how many it has now */
+PG_FUNCTION_INFO_V1(cdp_set_campaign_offers);
+Datum
+cdp_set_campaign_offers(PG_FUNCTION_ARGS)
+{
+	Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+	Datum		args[2];
+	bool		isnull;
+	int64		n;
+	char	   *campaign;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a campaign's name must not be null")));
+	campaign = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_ARGISNULL(1) ? cdp_text_array(NULL, 0) : PG_GETARG_DATUM(1);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT channel, template FROM cdp.campaigns WHERE name = $1 FOR UPDATE",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not read the campaign");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("campaign \"%s\" does not exist", campaign),
+				 errhint("Create it with cdp.create_campaign(name, segment).")));
+	if (SPI_execute_with_args("SELECT o, o IS NULL, EXISTS (SELECT 1 FROM cdp.offers f WHERE f.name = o), "
+							  "count(*) OVER (PARTITION BY o) FROM unnest($2::text[]) AS o",
+							  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not check the offers");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		if (DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("offers must not contain null")));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("offer \"%s\" does not exist", SPI_getvalue(tup, desc, 1)),
+					 errhint("cdp.offers lists the offers.")));
+		if (DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull)) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("offer \"%s\" is named twice", SPI_getvalue(tup, desc, 1))));
+	}
+	if (SPI_execute_with_args("DELETE FROM cdp.campaign_offers WHERE campaign = $1",
+							  1, types, args, NULL, false, 0) != SPI_OK_DELETE ||
+		SPI_execute_with_args("INSERT INTO cdp.campaign_offers (campaign, offer) "
+							  "SELECT $1, o FROM unnest($2::text[]) AS o",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pg_cdp: could not store the campaign's offers");
+	n = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64(n);
 }
