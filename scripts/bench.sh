@@ -28,6 +28,10 @@
 #      queue table drained into a file by psql (the ceiling), and its memory
 #      over a soak against the webhook receiver at a quarter of its peak
 #      (BENCH_CONNECTOR_SOAK seconds; flat within 10%)
+#   9. decisions (test/bench/decide.sh): a campaign of 1M people x 20 offers
+#      scored, arbitrated under capacities and enqueued (< 20 s) beside the
+#      same decision in plain SQL (ratio >= 3), and next_best_actions for
+#      one person with 20 offers (p99 < 2 ms)
 #
 # Environment:
 #   BENCH_EVENTS=1000000        messages of benchmarks 1 and 2 (people: 1/5 of it)
@@ -48,6 +52,8 @@
 #   BENCH_OUTBOX=0              skip benchmark 7; OUTBOX_ROUNDS, OUTBOX_PEOPLE tune it
 #   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
 #                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
+#   BENCH_DECIDE=0              skip benchmark 9; BENCH_DECIDE_PROFILES (1000000), DECIDE_CAPACITY
+#                               (10000 a day per offer), DECIDE_NBA_CALLS (2000) tune it
 # Exit status: 0 when every target is met and every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -640,6 +646,24 @@ if [ "${BENCH_CONNECTOR:-1}" = 1 ]; then
         SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "8 $name" "$base" "$value" "$ratio" "$target" "$result")")
         [ "$result" = FAIL ] && failures=$((failures + 1))
     done < "$files/connector/summary"
+fi
+
+# ---- benchmark 9: decisions ---------------------------------------------------
+
+if [ "${BENCH_DECIDE:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 9: decisions (test/bench/decide.sh)"
+    mkdir -p "$files/decide"
+    chmod 777 "$files/decide"
+    if BENCH_WORK=$files/decide bash test/bench/decide.sh; then :; else
+        echo "   the decision benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "9 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/decide/summary"
 fi
 
 # ---- summary -------------------------------------------------------------
