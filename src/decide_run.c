@@ -712,7 +712,8 @@ cdp_arbitrate(const char *campaign, const char *segment, char **offer_names, int
 	TimestampTz now = cdp_now();
 	DateADT		today = cdp_decide_business_day(now);
 	char	   *run;
-	uint64		seed = (uint64) cdp_decide_seed;
+	uint64		seed = cdp_decide_seed ? (uint64) cdp_decide_seed :
+		pg_prng_uint64(&pg_global_prng_state);
 	Cand	   *cands;
 	int64		ncands = 0;
 	int32	   *assigned;		/* person -> candidate index, -1 none */
