@@ -178,6 +178,9 @@ sed 's/^/   /' "$outfile" | cut -c1-220
 psql_q < "$repo/demo/journeys_report.sql"
 # A campaign to a segment, scheduled through pg_cron and run once.
 psql_q < "$repo/demo/campaigns.sql"
+# Next best action: offers, a trained model, explanations, and a
+# capacity-limited campaign with a control group and its results.
+psql_q < "$repo/demo/decide.sql"
 
 # The HTTP collector: SDK calls as analytics.js, analytics-node and
 # RudderStack send them, for a person the demo data already knows.
