@@ -199,7 +199,6 @@ cdp_offers_load(void)
 	uint64		generation = offers_generation ? pg_atomic_read_u64(offers_generation) : 0;
 	Oid			relid = get_relname_relid("offers", get_namespace_oid("cdp", false));
 	MemoryContext old;
-	StringInfoData sql;
 
 	if (c->cxt && !cache_stale_here && offers_generation &&
 		generation == c->generation && relid == c->relid)
@@ -336,18 +335,30 @@ cdp_offers_load(void)
 	c->group_plan = palloc0(sizeof(SPIPlanPtr) * Max(c->ngroups, 1));
 	MemoryContextSwitchTo(old);
 
-	/* the features of one person */
+	return c;
+}
+
+/*
+ * The statement that reads one person's features, made when a decision
+ * first needs it: preparing it locks cdp.customers, which the event hook
+ * (decide_train.c) must not do in every ingesting transaction, or
+ * cdp.define_trait could not rebuild the view while one is open.
+ */
+static SPIPlanPtr
+features_plan(CdpOfferCache *c)
+{
+	StringInfoData sql;
+	Oid			types[1] = {INT8OID};
+
+	if (c->features_plan)
+		return c->features_plan;
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT true");
 	for (int s = 0; s < c->nfeatures; s++)
 		appendStringInfo(&sql, ", c.%s::float8", quote_identifier(c->features[s]));
 	appendStringInfoString(&sql, " FROM cdp.customers c WHERE c.profile_id = $1");
-	{
-		Oid			types[1] = {INT8OID};
-
-		c->features_plan = cdp_prepare(sql.data, 1, types);
-	}
-	return c;
+	c->features_plan = cdp_prepare(sql.data, 1, types);
+	return c->features_plan;
 }
 
 CdpOffer *
@@ -991,7 +1002,7 @@ read_person(Person *p, CdpOfferCache *c, int64 profile_id, TimestampTz now)
 	p->xnull = palloc(sizeof(bool) * Max(c->nfeatures, 1));
 	for (int s = 0; s < c->nfeatures; s++)
 		p->xnull[s] = true;
-	cdp_spi_exec(c->features_plan, args, SPI_OK_SELECT);
+	cdp_spi_exec(features_plan(c), args, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 		for (int s = 0; s < c->nfeatures; s++)
 		{

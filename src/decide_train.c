@@ -326,7 +326,7 @@ task_offers(bool *more)
 	int64		n = 0;
 	TimestampTz now = cdp_now();
 
-	if (get_relname_relid("offer_sends", get_namespace_oid("cdp", false)) == InvalidOid)
+	if (get_relname_relid("offer_sends", get_namespace_oid("cdp", true)) == InvalidOid)
 		return 0;
 	if (plan == NULL)
 	{
