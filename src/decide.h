@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * decide.h
- *	  Next best action: offers and their per-backend cache, scoring,
- *	  channel and send-time choice (decide.c); model training, the bandit
+ *	  Next best action: offers and their per-backend cache
+ *	  (decide_offers.c); scoring, channel and send-time choice (decide.c); model training, the bandit
  *	  and the feedback that settles sends (decide_train.c); arbitration of
  *	  an audience under capacities (decide_run.c).
  *
@@ -90,13 +90,16 @@ extern double cdp_decide_min_auc;
 extern double cdp_decide_l2;
 extern double cdp_decide_test_share;
 
-/* decide.c */
-extern void cdp_decide_init(void);
+/* decide_offers.c */
 extern Size cdp_decide_shmem_size(void);
 extern void cdp_decide_shmem_init(void);
 extern CdpOfferCache *cdp_offers_load(void);
 extern CdpOffer *cdp_offer_by_name(const char *name, bool missing_ok);
+extern SPIPlanPtr cdp_offer_features_plan(CdpOfferCache *c);
 extern SPIPlanPtr cdp_decide_prepare_guarded(const char *sql, int nargs, Oid *types, char **error);
+
+/* decide.c */
+extern void cdp_decide_init(void);
 extern double cdp_offer_propensity_model(const CdpOffer *o, const double *x, const bool *xnull);
 extern TimestampTz cdp_decide_send_time(TimestampTz now, const char *zone,
 										const CdpChannel *c, const double *own_hours,
