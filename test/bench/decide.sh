@@ -71,7 +71,7 @@ ge "$ratio" 3 && result=PASS
 echo "   plain SQL $plain s / pg_cdp $cdp s: ratio $ratio, target >= 3: $result"
 echo "decide_vs_plain_sql|$cdp|$plain|$ratio|>= 3|$result" >> "$work/summary"
 
-echo "-- cdp.next_best_actions, 20 offers, $calls random people"
+echo "-- cdp.next_best_actions, 20 offers, $calls random people (tables prewarmed)"
 read -r p50 p99 probe < <(psql_q -At -v calls="$calls" -v people="$people" < "$here/decide_nba.sql" | tail -n 1)
 result=FAIL
 ge 2 "$p99" && result=PASS
