@@ -186,6 +186,17 @@ SELECT round((cdp.arbitrate_offers('pq', 'pq', '{solo,wide}', 'r1') ->> 'expecte
 SELECT CASE profile_id WHEN :pp THEN 'P' ELSE 'Q' END AS who, offer, round(score::numeric, 2) AS score
 FROM cdp.offer_sends WHERE campaign = 'pq' ORDER BY 1;
 
+-- A merge of two people decided in the same run keeps both sends, the
+-- loser's under a renamed run (one decision per person per run still).
+SELECT cdp.identify('{"email": "m1@shop.test"}', '{"a": 1, "b": 1}') AS m1 \gset
+SELECT cdp.identify('{"email": "m2@shop.test"}', '{"a": 1, "b": 1}') AS m2 \gset
+SELECT cdp.create_segment('mm', format('profile_id IN (%s, %s)', :m1, :m2)) AS members;
+SELECT cdp.arbitrate_offers('mm', 'mm', '{wide}', 'r1') -> 'enqueued' AS enqueued;
+SELECT cdp.track('{"email": "m1@shop.test", "cookie": "c-mm"}', 'Seen') = :m1 AS tracked;
+SELECT cdp.track('{"email": "m2@shop.test", "cookie": "c-mm"}', 'Seen') AS winner \gset
+SELECT profile_id = :winner AS moved, replace(run, (:m1 + :m2 - :winner)::text, 'loser') AS run
+FROM cdp.offer_sends WHERE campaign = 'mm' ORDER BY run;
+
 SELECT cdp.drop_offer(name) FROM cdp.offers;
 SELECT cdp.drop_segment(name) FROM cdp.segments;
 DELETE FROM cdp.offer_sends;
