@@ -130,6 +130,7 @@ static int	journey_batch_size = 1000;
 
 static void journey_events_written(CdpMessage *msgs, int nmsgs);
 static int64 task_journeys(bool *more);
+static TimestampTz journeys_next_due(void);
 
 static const CdpProfileTable journey_tables[] = {
 	{
@@ -185,6 +186,7 @@ static const CdpProfileTable journey_tables[] = {
 static const CdpTask journeys_task = {
 	.name = "journeys",
 	.run = task_journeys,
+	.next_due = journeys_next_due,
 };
 
 void
@@ -970,6 +972,32 @@ task_journeys(bool *more)
 	return n;
 }
 
+/*
+ * The worker's next wake-up: the earliest due time of an active state of
+ * an active journey (the due index, read in order until one qualifies).
+ */
+static TimestampTz
+journeys_next_due(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		d;
+
+	if (!cache.present)
+		return DT_NOEND;
+	if (plan == NULL)
+		plan = cdp_prepare("SELECT s.due_at FROM cdp.journey_states s "
+						   "WHERE s.status = 'active' AND s.due_at IS NOT NULL "
+						   "AND EXISTS (SELECT 1 FROM cdp.journeys j "
+						   "            WHERE j.name = s.journey AND j.status = 'active') "
+						   "ORDER BY s.due_at LIMIT 1", 0, NULL);
+	cdp_spi_exec(plan, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return DT_NOEND;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
 /* ---- events ---- */
 
 /*
@@ -1296,6 +1324,7 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 	int			nnew = 0;
 	int64	   *again;
 	int			nagain;
+	bool		moved;
 
 	load_journeys();
 	if (!cache.present || cache.nversions == 0)
@@ -1327,6 +1356,7 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 	(void) apply_moves(&m, &again);
 	run_goals(&b);
 	run_wait_fors(&b, &m);
+	moved = m.n > 0;
 	nagain = apply_moves(&m, &again);
 	for (int v = 0; v < cache.nversions; v++)
 		if (cache.versions[v].current)
@@ -1348,6 +1378,7 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 	}
 	if (nagain > 0)
 		(void) run_states(again, nagain);
-	if (nnew > 0 || nagain > 0)
+	/* a state may now be due sooner than the worker's next wake-up */
+	if (moved || nnew > 0)
 		cdp_wake_worker_at_commit();
 }
