@@ -138,7 +138,9 @@ static const CdpProfileTable journey_tables[] = {
 		 * A profile merged while both halves are in the same journey goes on
 		 * once: the more advanced state (the later step, else the later
 		 * entry) stays, the others end as merged.  The rest follow the
-		 * winner.  An unmerge leaves them with the winner.
+		 * winner.  An unmerge leaves them with the winner.  The states are
+		 * locked first and compared as they are once locked: a tick that
+		 * advanced one of them meanwhile is seen.
 		 */
 		.name = "journey_states",
 		.relation = "cdp.journey_states",
@@ -146,12 +148,14 @@ static const CdpProfileTable journey_tables[] = {
 		.on_merge = CDP_ROWS_SQL,
 		.merge_sql =
 		"WITH p AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS p(loser, winner)), "
+		"locked AS (SELECT s.state_id, s.journey, s.version, s.step, s.status, s.profile_id, "
+		"           s.entered_at FROM cdp.journey_states s "
+		"           WHERE s.profile_id = ANY($1::int8[] || $2::int8[]) FOR UPDATE), "
 		"inv AS (SELECT s.state_id, s.journey, s.version, s.step, s.status, s.profile_id, "
 		"        coalesce(p.winner, s.profile_id) AS winner, t.ordinal, s.entered_at "
-		"        FROM cdp.journey_states s LEFT JOIN p ON p.loser = s.profile_id "
+		"        FROM locked s LEFT JOIN p ON p.loser = s.profile_id "
 		"        LEFT JOIN cdp.journey_steps t ON t.journey = s.journey "
-		"         AND t.version = s.version AND t.step = s.step "
-		"        WHERE s.profile_id = ANY($1::int8[] || $2::int8[])), "
+		"         AND t.version = s.version AND t.step = s.step), "
 		"best AS (SELECT DISTINCT ON (winner, journey) winner, journey, profile_id "
 		"         FROM inv WHERE status = 'active' "
 		"         ORDER BY winner, journey, ordinal DESC NULLS LAST, entered_at DESC, "
