@@ -107,9 +107,16 @@ typedef struct JCache
 	JVersion   *versions;
 	int			nevents;
 	char	  **events;			/* every event name some active journey reads */
+	int		   *event_roles;	/* what each is to them: ROLE_* bits */
 	int			nconds;
 	JCondStep  *conds;
 } JCache;
+
+/* what an event is to the active journeys */
+#define ROLE_EXIT		1
+#define ROLE_GOAL		2
+#define ROLE_WAIT_FOR	4
+#define ROLE_ENTRY		8
 
 /* rows moved: to_step NULL ends the state */
 typedef struct Moves
@@ -297,6 +304,7 @@ free_cache(void)
 	cache.nversions = cache.nevents = cache.nconds = 0;
 	cache.versions = NULL;
 	cache.events = NULL;
+	cache.event_roles = NULL;
 	cache.conds = NULL;
 }
 
@@ -355,23 +363,31 @@ load_journeys(void)
 		v->owner = DatumGetObjectId(SPI_getbinval(t, d, 11, &isnull));
 	}
 
-	if (SPI_execute("SELECT DISTINCT x.e "
+	if (SPI_execute("SELECT x.e, bit_or(x.r) "
 					"FROM cdp.journey_versions v JOIN cdp.journeys j ON j.name = v.journey, "
-					"LATERAL (SELECT unnest(v.exit_events) "
-					"         UNION ALL SELECT v.goal_event "
+					"LATERAL (SELECT unnest(v.exit_events), " CppAsString2(ROLE_EXIT)
+					"         UNION ALL SELECT v.goal_event, " CppAsString2(ROLE_GOAL)
 					"         UNION ALL SELECT CASE WHEN cardinality(v.exit_segments) > 0 "
-					"                          THEN 'Segment Exited' END "
+					"                          THEN 'Segment Exited' END, " CppAsString2(ROLE_EXIT)
 					"         UNION ALL SELECT CASE WHEN v.version = j.version "
-					"                          THEN coalesce(v.entry_event, 'Segment Entered') END "
-					"         UNION ALL SELECT t.event FROM cdp.journey_steps t "
+					"                          THEN coalesce(v.entry_event, 'Segment Entered') END, "
+					CppAsString2(ROLE_ENTRY)
+					"         UNION ALL SELECT t.event, " CppAsString2(ROLE_WAIT_FOR)
+					"                   FROM cdp.journey_steps t "
 					"                   WHERE t.journey = v.journey AND t.version = v.version "
-					"                     AND t.kind = 'wait_for') AS x(e) "
-					"WHERE j.status = 'active' AND x.e IS NOT NULL", true, 0) != SPI_OK_SELECT)
+					"                     AND t.kind = 'wait_for') AS x(e, r) "
+					"WHERE j.status = 'active' AND x.e IS NOT NULL GROUP BY x.e", true, 0) !=
+		SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: could not load the journeys' events");
 	cache.nevents = SPI_processed;
 	cache.events = MemoryContextAlloc(cache.cxt, sizeof(char *) * Max(1, SPI_processed));
+	cache.event_roles = MemoryContextAlloc(cache.cxt, sizeof(int) * Max(1, SPI_processed));
 	for (uint64 i = 0; i < SPI_processed; i++)
+	{
 		cache.events[i] = cache_str(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		cache.event_roles[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+	}
 
 	if (SPI_execute("SELECT t.journey, t.version, t.step, t.kind, t.condition, j.owner::oid "
 					"FROM cdp.journey_steps t JOIN cdp.journeys j ON j.name = t.journey "
@@ -395,13 +411,14 @@ load_journeys(void)
 	}
 }
 
-static bool
-event_wanted(const char *event)
+/* what the event is to the active journeys (ROLE_* bits; 0: nothing) */
+static int
+event_roles(const char *event)
 {
 	for (int i = 0; i < cache.nevents; i++)
 		if (strcmp(cache.events[i], event) == 0)
-			return true;
-	return false;
+			return cache.event_roles[i];
+	return 0;
 }
 
 /* the kept plan of a condition: the batch rows' ordinals that pass it */
@@ -1203,9 +1220,14 @@ run_wait_fors(Batch *b, Moves *m)
 	}
 }
 
-/* Entries of one journey version: the batch rows that match it. */
+/*
+ * Entries of one journey version: the batch rows that match it.  One
+ * statement inserts the states on the first step, already scheduled as
+ * that step's kind says, and logs them; *nnew counts them, and those due at
+ * once are added to *due (*ndue).
+ */
 static void
-run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
+run_entry(JVersion *v, Batch *b, int *nnew, int64 **due, int *ndue)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			types[10] = {TEXTOID, INT4OID, TEXTOID, TEXTOID, INTERVALOID, INT4OID,
@@ -1263,20 +1285,35 @@ run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
 			return;
 	}
 	if (plan == NULL)
-		plan = cdp_prepare("INSERT INTO cdp.journey_states (journey, version, profile_id, step, "
-						   "status, due_at, entered_at, entry_event, entry_properties, holdout) "
-						   "SELECT $1, $2, b.pid, $3, 'active', NULL, $7, b.event, "
-						   "coalesce(b.props, '{}'), "
-						   "((hashtextextended($1 || '/holdout/' || b.pid, 0) % 100) + 100) % 100 < $6 "
-						   "FROM (SELECT DISTINCT ON (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
-						   "      b.* FROM unnest($8::int8[], $9::text[], $10::jsonb[]) "
-						   "      WITH ORDINALITY AS b(pid, event, props, i) "
-						   "      ORDER BY CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END, b.i) b "
-						   "WHERE $4 = 'always' "
-						   "   OR NOT EXISTS (SELECT 1 FROM cdp.journey_states s "
-						   "                  WHERE s.profile_id = b.pid AND s.journey = $1 "
-						   "                    AND ($4 = 'never' OR s.entered_at > $7 - $5)) "
-						   "RETURNING state_id", 10, types);
+		plan = cdp_prepare("WITH b AS (SELECT DISTINCT ON (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
+						   "           b.pid, b.event, coalesce(b.props, '{}') AS props "
+						   "           FROM unnest($8::int8[], $9::text[], $10::jsonb[]) "
+						   "           WITH ORDINALITY AS b(pid, event, props, i) "
+						   "           ORDER BY CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END, b.i), "
+						   "ins AS (INSERT INTO cdp.journey_states (journey, version, profile_id, step, "
+						   "        status, due_at, entered_at, entry_event, entry_properties, holdout, "
+						   "        waiting_event, waiting_keys) "
+						   "        SELECT $1, $2, b.pid, $3, 'active', "
+						   "        CASE t.kind WHEN 'wait' THEN coalesce($7 + t.wait_for, "
+						   "                         cdp.journey_next_local(b.pid, t.wait_until, $7)) "
+						   "                    WHEN 'wait_for' THEN $7 + t.timeout ELSE $7 END, "
+						   "        $7, b.event, b.props, "
+						   "        ((hashtextextended($1 || '/holdout/' || b.pid, 0) % 100) + 100) % 100 < $6, "
+						   "        CASE WHEN t.kind = 'wait_for' THEN t.event END, "
+						   "        CASE WHEN t.kind = 'wait_for' AND t.match IS NOT NULL "
+						   "             THEN (SELECT jsonb_object_agg(k, coalesce(b.props -> k, 'null')) "
+						   "                   FROM unnest(t.match) AS k) END "
+						   "        FROM b JOIN cdp.journey_steps t ON t.journey = $1 AND t.version = $2 "
+						   "         AND t.step = $3 "
+						   "        WHERE $4 = 'always' "
+						   "           OR NOT EXISTS (SELECT 1 FROM cdp.journey_states s "
+						   "                          WHERE s.profile_id = b.pid AND s.journey = $1 "
+						   "                            AND ($4 = 'never' OR s.entered_at > $7 - $5)) "
+						   "        RETURNING state_id, profile_id, due_at), "
+						   "l AS (INSERT INTO cdp.journey_log (state_id, profile_id, journey, version, "
+						   "      from_step, to_step, why, at) "
+						   "      SELECT state_id, profile_id, $1, $2, NULL, $3, 'entered', $7 FROM ins) "
+						   "SELECT state_id, due_at <= $7 FROM ins", 10, types);
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(v->journey);
 	args[1] = Int32GetDatum(v->version);
@@ -1295,21 +1332,20 @@ run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
 	args[7] = cdp_int8_array(pids, k);
 	args[8] = cdp_text_array(events, k);
 	args[9] = cdp_jsonb_array(props, k);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: could not enter journey states");
 	if (SPI_processed == 0)
 		return;
-	*new_ids = *new_ids ? repalloc(*new_ids, sizeof(int64) * (*nnew + SPI_processed)) :
+	*nnew += SPI_processed;
+	*due = *due ? repalloc(*due, sizeof(int64) * (*ndue + SPI_processed)) :
 		palloc(sizeof(int64) * SPI_processed);
-	*new_steps = *new_steps ? repalloc(*new_steps, sizeof(char *) * (*nnew + SPI_processed)) :
-		palloc(sizeof(char *) * SPI_processed);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
+		Datum		now_due = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
 
-		(*new_ids)[*nnew] = getint8(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-		(*new_steps)[*nnew] = v->first_step;
-		(*nnew)++;
+		if (!isnull && DatumGetBool(now_due))
+			(*due)[(*ndue)++] = getint8(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 	}
 }
 
@@ -1323,12 +1359,11 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 {
 	Batch		b = {0};
 	Moves		m = {0};
-	int64	   *new_ids = NULL;
-	char	  **new_steps = NULL;
-	int			nnew = 0;
 	int64	   *again;
 	int			nagain;
-	bool		moved;
+	int			nnew = 0;
+	bool		moved = false;
+	int			roles = 0;
 
 	load_journeys();
 	if (!cache.present || cache.nversions == 0)
@@ -1336,9 +1371,10 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 	for (int i = 0; i < nmsgs; i++)
 	{
 		CdpMessage *msg = &msgs[i];
+		int			r;
 
 		if (msg->err.sqlerrcode || msg->duplicate || msg->event == NULL ||
-			!event_wanted(msg->event))
+			(r = event_roles(msg->event)) == 0)
 			continue;
 		if (b.n == 0)
 		{
@@ -1352,34 +1388,31 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 		b.props[b.n] = msg->properties;
 		b.times[b.n] = msg->occurred_at;
 		b.n++;
+		roles |= r;
 	}
 	if (b.n == 0)
 		return;
 
-	run_exits(&b, &m);
-	(void) apply_moves(&m, &again);
-	run_goals(&b);
-	run_wait_fors(&b, &m);
-	moved = m.n > 0;
-	nagain = apply_moves(&m, &again);
-	for (int v = 0; v < cache.nversions; v++)
-		if (cache.versions[v].current)
-			run_entry(&cache.versions[v], &b, &new_ids, &nnew, &new_steps);
-	for (int i = 0; i < nnew; i++)
-		moves_add(&m, new_ids[i], new_steps[i], "entered", false, 0);
-	if (nnew > 0)
+	/* only the statements some event of the batch can concern */
+	if (roles & ROLE_EXIT)
 	{
-		int64	   *entered;
-		int			k = apply_moves(&m, &entered);
-
-		if (k > 0)
-		{
-			again = again ? repalloc(again, sizeof(int64) * (nagain + k)) :
-				palloc(sizeof(int64) * k);
-			memcpy(again + nagain, entered, sizeof(int64) * k);
-			nagain += k;
-		}
+		run_exits(&b, &m);
+		(void) apply_moves(&m, &again);
 	}
+	if (roles & ROLE_GOAL)
+		run_goals(&b);
+	nagain = 0;
+	again = NULL;
+	if (roles & ROLE_WAIT_FOR)
+	{
+		run_wait_fors(&b, &m);
+		moved = m.n > 0;
+		nagain = apply_moves(&m, &again);
+	}
+	if (roles & ROLE_ENTRY)
+		for (int v = 0; v < cache.nversions; v++)
+			if (cache.versions[v].current)
+				run_entry(&cache.versions[v], &b, &nnew, &again, &nagain);
 	if (nagain > 0)
 		(void) run_states(again, nagain);
 	/* a state may now be due sooner than the worker's next wake-up */
