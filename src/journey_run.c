@@ -21,9 +21,9 @@
  * send commits with the event.
  *
  * Steps.  A batch of due states is grouped by kind, and each kind runs as
- * one statement over its group (a send is one SELECT calling cdp.enqueue
- * over the group); a branch with a condition runs one statement per step,
- * as the journey's owner.  Then one statement moves every state of the
+ * one statement over its group (a send is one batch enqueue through the
+ * policy per journey, channel and template); a branch with a condition
+ * runs one statement per step, as the journey's owner.  Then one statement moves every state of the
  * batch and logs it, and the states that landed on a step due now run
  * again, a bounded number of times (a definition has no cycle without a
  * wait).  A group that fails (a template dropped, a condition that no
@@ -61,6 +61,7 @@
 #include "clock.h"
 #include "ingest.h"
 #include "journey.h"
+#include "outbox.h"
 #include "profile.h"
 #include "registry.h"
 #include "status.h"
@@ -646,14 +647,6 @@ typedef struct Claimed
 } Claimed;
 
 static const char *const kind_sql[][2] = {
-	{"send",
-		"SELECT s.state_id, t.next, CASE WHEN s.holdout THEN 'holdout' ELSE 'sent' END, "
-		"CASE WHEN NOT s.holdout THEN cdp.enqueue(s.profile_id, t.channel, t.template, "
-		"  s.entry_properties || coalesce(t.payload, '{}'), NULL, "
-		"  concat_ws('/', 'journey', s.journey, s.version, s.profile_id, s.state_id, t.step)) END "
-		"FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
-		" AND t.version = s.version AND t.step = s.step "
-	"WHERE s.state_id = ANY($1) ORDER BY s.state_id"},
 	{"wait",
 		"SELECT s.state_id, t.next, 'waited', NULL::int8 "
 		"FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
@@ -737,6 +730,144 @@ run_kind(int k, int64 *ids, int n, const char *journey, Moves *m)
 		return;
 	}
 	moves_add_rows(m, rows, desc, nrows);
+}
+
+/*
+ * cdp_enqueue_many in a subtransaction: the error instead of raising it,
+ * the subtransaction rolled back.
+ */
+static ErrorData *
+enqueue_guarded(const char *channel, const char *template, int n, int64 *pids,
+				Jsonb **payloads, char **keys, int64 *outbox)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	ErrorData  *volatile err = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		cdp_enqueue_many(channel, template, n, pids, payloads, keys, outbox);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_END_TRY();
+	return err;
+}
+
+/*
+ * send steps: the messages of each journey, channel and template in one
+ * batch enqueue through the policy.  A group that fails (its template
+ * dropped since the journey was defined) records why on its journey, and
+ * its states try again later.  Holdout states move on and send nothing.
+ */
+static void
+run_sends(int64 *ids, int n, Moves *m)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	int			k;
+	int64	   *sids,
+			   *pids;
+	char	  **nexts,
+			  **channels,
+			  **templates,
+			  **keys,
+			  **journeys;
+	bool	   *holdout;
+	Jsonb	  **payloads;
+
+	if (plan == NULL)
+		plan = cdp_prepare("SELECT s.state_id, s.profile_id, t.next, s.holdout, t.channel, t.template, "
+						   "s.entry_properties || coalesce(t.payload, '{}'), "
+						   "concat_ws('/', 'journey', s.journey, s.version, s.profile_id, s.state_id, "
+						   "          t.step), s.journey "
+						   "FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
+						   " AND t.version = s.version AND t.step = s.step "
+						   "WHERE s.state_id = ANY($1) ORDER BY s.journey, t.channel, t.template, s.state_id",
+						   1, types);
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	k = SPI_processed;
+	if (k == 0)
+		return;
+	sids = palloc(sizeof(int64) * k);
+	pids = palloc(sizeof(int64) * k);
+	nexts = palloc(sizeof(char *) * k);
+	channels = palloc(sizeof(char *) * k);
+	templates = palloc(sizeof(char *) * k);
+	keys = palloc(sizeof(char *) * k);
+	journeys = palloc(sizeof(char *) * k);
+	holdout = palloc(sizeof(bool) * k);
+	payloads = palloc(sizeof(Jsonb *) * k);
+	for (int r = 0; r < k; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		sids[r] = getint8(t, d, 1, &isnull);
+		pids[r] = getint8(t, d, 2, &isnull);
+		nexts[r] = getstr(t, d, 3);
+		holdout[r] = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+		channels[r] = getstr(t, d, 5);
+		templates[r] = getstr(t, d, 6);
+		payloads[r] = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
+		keys[r] = getstr(t, d, 8);
+		journeys[r] = getstr(t, d, 9);
+	}
+
+	for (int g = 0; g < k;)
+	{
+		int			end = g,
+					nsend = 0;
+		int64	   *gids = palloc(sizeof(int64) * k);
+		int64	   *gpids = palloc(sizeof(int64) * k);
+		int64	   *gbox = palloc(sizeof(int64) * k);
+		Jsonb	  **gpayloads = palloc(sizeof(Jsonb *) * k);
+		char	  **gkeys = palloc(sizeof(char *) * k);
+		int		   *grow = palloc(sizeof(int) * k);
+		ErrorData  *err;
+
+		while (end < k && strcmp(journeys[end], journeys[g]) == 0 &&
+			   strcmp(channels[end], channels[g]) == 0 && strcmp(templates[end], templates[g]) == 0)
+		{
+			if (holdout[end])
+				moves_add(m, sids[end], nexts[end], "holdout", false, 0);
+			else
+			{
+				gids[nsend] = sids[end];
+				gpids[nsend] = pids[end];
+				gpayloads[nsend] = payloads[end];
+				gkeys[nsend] = keys[end];
+				grow[nsend] = end;
+				nsend++;
+			}
+			end++;
+		}
+		CHECK_FOR_INTERRUPTS();
+		err = nsend ? enqueue_guarded(channels[g], templates[g], nsend, gpids, gpayloads, gkeys,
+									  gbox) : NULL;
+		if (err)
+			defer_states(gids, nsend, journeys[g], err->message);
+		else
+			for (int i = 0; i < nsend; i++)
+				moves_add(m, gids[i], nexts[grow[i]], gbox[i] ? "sent" : "not sent: no profile",
+						  gbox[i] != 0, gbox[i]);
+		g = end;
+	}
 }
 
 /* update steps: identify traits set through survivorship, source 'journey' */
@@ -892,6 +1023,8 @@ run_claimed(Claimed *cl, int n, int64 **again)
 		CHECK_FOR_INTERRUPTS();
 		if (c)
 			run_branch(c, ids, k, &m);
+		else if (strcmp(cl[i].kind, "send") == 0)
+			run_sends(ids, k, &m);
 		else if (is_update)
 			run_updates(ids, k, cl[i].journey, &m);
 		else
