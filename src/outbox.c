@@ -113,6 +113,10 @@ static bool cache_stale_here = true;
 static char *lease_holder = NULL;
 static TimestampTz last_due_check = 0;
 
+/* the worker's last look at expired leases and old messages, and whether it left more */
+static TimestampTz last_upkeep = 0;
+static bool upkeep_more = false;
+
 static int64 task_outbox(bool *more);
 
 static const CdpProfileTable outbox_tables[] = {
@@ -1219,7 +1223,7 @@ cdp_replay_channel(PG_FUNCTION_ARGS)
  * The worker task: expired leases go back to pending, channels whose
  * messages became due (a retry, a deferral, an expired lease, a message
  * enqueued for later) are notified, and finished messages older than
- * cdp.outbox_retention are deleted.
+ * cdp.outbox_retention are deleted (by the worker at most once a second).
  */
 static int64
 task_outbox(bool *more)
@@ -1231,6 +1235,7 @@ task_outbox(bool *more)
 	TimestampTz cutoff;
 	Datum		values[3];
 	int64		done = 0;
+	bool		upkeep = true;
 
 	if (!OidIsValid(get_relname_relid("outbox", get_namespace_oid("cdp", true))))
 		return 0;
@@ -1246,16 +1251,35 @@ task_outbox(bool *more)
 							   "SELECT 1 FROM cdp.outbox o WHERE o.channel = c.name "
 							   "AND o.finished_at IS NULL AND o.status <> 'leased' "
 							   "AND o.not_before > $2 AND o.not_before <= $1)", 2, types);
-		cleanup_plan = cdp_prepare("DELETE FROM cdp.outbox WHERE outbox_id IN ("
+		/*
+		 * Materialized: planned while the outbox was empty, a semi join
+		 * would run the scan again for every message.
+		 */
+		cleanup_plan = cdp_prepare("WITH d AS MATERIALIZED ("
 								   "SELECT outbox_id FROM cdp.outbox WHERE finished_at < $1 "
-								   "ORDER BY outbox_id LIMIT $3)", 3, types);
+								   "ORDER BY outbox_id LIMIT $3) "
+								   "DELETE FROM cdp.outbox o USING d WHERE o.outbox_id = d.outbox_id",
+								   3, types);
 	}
+
+	/*
+	 * Expired leases and old messages are found by reading every unfinished
+	 * message: the worker, whose rounds follow each other closely when it
+	 * is busy, does it at most once a second (cdp.tick() every time).
+	 */
+	if (MyBackendType == B_BG_WORKER && !upkeep_more && last_upkeep != 0 &&
+		now >= last_upkeep && now - last_upkeep < USECS_PER_SEC)
+		upkeep = false;
+
 	values[0] = TimestampTzGetDatum(now);
-	cdp_spi_exec(expire_plan, values, SPI_OK_UPDATE_RETURNING);
-	done += SPI_processed;
-	for (uint64 i = 0; i < SPI_processed; i++)
-		Async_Notify(OUTBOX_NOTIFY_CHANNEL,
-					 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (upkeep)
+	{
+		cdp_spi_exec(expire_plan, values, SPI_OK_UPDATE_RETURNING);
+		done += SPI_processed;
+		for (uint64 i = 0; i < SPI_processed; i++)
+			Async_Notify(OUTBOX_NOTIFY_CHANNEL,
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	}
 
 	values[1] = TimestampTzGetDatum(last_due_check ? last_due_check : DT_NOBEGIN);
 	cdp_spi_exec(due_plan, values, SPI_OK_SELECT);
@@ -1270,11 +1294,15 @@ task_outbox(bool *more)
 																		 CStringGetDatum(outbox_retention),
 																		 ObjectIdGetDatum(InvalidOid),
 																		 Int32GetDatum(-1))));
+	if (!upkeep)
+		return done;
 	values[0] = TimestampTzGetDatum(cutoff);
 	values[2] = Int32GetDatum(outbox_cleanup_batch);
 	cdp_spi_exec(cleanup_plan, values, SPI_OK_DELETE);
 	done += SPI_processed;
-	if (SPI_processed >= (uint64) outbox_cleanup_batch)
+	upkeep_more = SPI_processed >= (uint64) outbox_cleanup_batch;
+	if (upkeep_more)
 		*more = true;
+	last_upkeep = now;
 	return done;
 }

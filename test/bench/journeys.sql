@@ -131,7 +131,8 @@ CREATE OR REPLACE PROCEDURE bench.entry_journeys(active boolean)
     LANGUAGE plpgsql AS $$
 BEGIN
     IF active THEN
-        PERFORM cdp.start_journey(name) FROM cdp.journeys WHERE name LIKE 'entry %' AND status <> 'active';
+        PERFORM cdp.start_journey(name) FROM cdp.journeys WHERE name LIKE 'entry %' AND status = 'draft';
+        PERFORM cdp.resume_journey(name) FROM cdp.journeys WHERE name LIKE 'entry %' AND status = 'paused';
     ELSE
         PERFORM cdp.pause_journey(name) FROM cdp.journeys WHERE name LIKE 'entry %' AND status = 'active';
     END IF;
@@ -197,11 +198,11 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
 BEGIN
     LOOP
+        WITH c AS MATERIALIZED (SELECT outbox_id, clock_timestamp() AS at
+                                FROM cdp.claim('jlat', 100, '1 minute'))
         INSERT INTO bench.latency (outbox_id, ms)
-        SELECT c.outbox_id,
-               extract(epoch FROM clock_timestamp() - (s.entered_at + interval '2 seconds')) * 1000
-        FROM cdp.claim('jlat', 100, '1 minute') c
-        JOIN cdp.journey_log l ON l.outbox_id = c.outbox_id
+        SELECT c.outbox_id, extract(epoch FROM c.at - (s.entered_at + interval '2 seconds')) * 1000
+        FROM c JOIN cdp.journey_log l ON l.outbox_id = c.outbox_id
         JOIN cdp.journey_states s ON s.state_id = l.state_id;
         COMMIT;
         EXIT WHEN (SELECT count(*) FROM bench.latency) >= n OR clock_timestamp() > deadline;
