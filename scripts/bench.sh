@@ -28,7 +28,12 @@
 #      queue table drained into a file by psql (the ceiling), and its memory
 #      over a soak against the webhook receiver at a quarter of its peak
 #      (BENCH_CONNECTOR_SOAK seconds; flat within 10%)
-#   9. decisions (test/bench/decide.sh): a campaign of 1M people x 20 offers
+#   9. journeys (test/bench/journeys.sh): the worker advancing due steps, each a
+#      send through the policy (>= 20000 steps/s, and >= 1x a plain UPDATE ...
+#      RETURNING + INSERT per batch), the added cost of entry with 50 active
+#      journeys for cdp.track and the drain (< 50 us per event), and a wait
+#      '2 seconds' claimable after its due time (p99 < 100 ms)
+#  10. decisions (test/bench/decide.sh): a campaign of 1M people x 20 offers
 #      scored, arbitrated under capacities and enqueued (< 20 s) beside the
 #      same decision in plain SQL (ratio >= 3), and next_best_actions for
 #      one person with 20 offers (p99 < 2 ms)
@@ -52,7 +57,9 @@
 #   BENCH_OUTBOX=0              skip benchmark 7; OUTBOX_ROUNDS, OUTBOX_PEOPLE tune it
 #   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
 #                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
-#   BENCH_DECIDE=0              skip benchmark 9; BENCH_DECIDE_PROFILES (1000000), DECIDE_CAPACITY
+#   BENCH_JOURNEYS=0            skip benchmark 9; BENCH_JOURNEY_PROFILES (1000000),
+#                               BENCH_JOURNEY_EVENTS (20000), BENCH_JOURNEY_PINGS (300) tune it
+#   BENCH_DECIDE=0              skip benchmark 10; BENCH_DECIDE_PROFILES (1000000), DECIDE_CAPACITY
 #                               (10000 a day per offer), DECIDE_NBA_CALLS (2000) tune it
 # Exit status: 0 when every target is met and every check passed.
 set -uo pipefail
@@ -648,11 +655,30 @@ if [ "${BENCH_CONNECTOR:-1}" = 1 ]; then
     done < "$files/connector/summary"
 fi
 
-# ---- benchmark 9: decisions ---------------------------------------------------
+# ---- benchmark 9: journeys -------------------------------------------------
+
+if [ "${BENCH_JOURNEYS:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 9: journeys (test/bench/journeys.sh)"
+    fresh_cdp
+    mkdir -p "$files/journeys"
+    chmod 777 "$files/journeys"
+    if BENCH_WORK=$files/journeys bash test/bench/journeys.sh; then :; else
+        echo "   the journeys benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "9 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/journeys/summary"
+fi
+
+# ---- benchmark 10: decisions -------------------------------------------------
 
 if [ "${BENCH_DECIDE:-1}" = 1 ]; then
     echo
-    echo "== benchmark 9: decisions (test/bench/decide.sh)"
+    echo "== benchmark 10: decisions (test/bench/decide.sh)"
     mkdir -p "$files/decide"
     chmod 777 "$files/decide"
     if BENCH_WORK=$files/decide bash test/bench/decide.sh; then :; else
@@ -661,7 +687,7 @@ if [ "${BENCH_DECIDE:-1}" = 1 ]; then
     fi
     while IFS='|' read -r name value base ratio target result; do
         [ -n "$name" ] || continue
-        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "9 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "10 $name" "$base" "$value" "$ratio" "$target" "$result")")
         [ "$result" = FAIL ] && failures=$((failures + 1))
     done < "$files/decide/summary"
 fi

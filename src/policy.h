@@ -19,20 +19,24 @@
 #include "outbox.h"
 
 /*
- * Why a message may not be enqueued, or NULL: an SQL expression over
- * cdp.enqueue's statement parameters ($1 the profile, $7 whether the
- * channel needs consent, $8 its purpose, $9 its address type or NULL).
+ * Why a message may not be enqueued, or NULL: an SQL expression over the
+ * profile (pid), whether the channel needs consent, its purpose and its
+ * address type or NULL, each an SQL expression itself.  cdp.enqueue reads
+ * them from its statement parameters ($1, $7, $8, $9), a batch from its
+ * rows (cdp_enqueue_many).
  */
-#define CDP_POLICY_ENQUEUE_SQL \
-	"CASE WHEN $7 AND (SELECT k.granted FROM cdp.consents k " \
-	"WHERE k.profile_id = $1 AND k.purpose = $8) IS DISTINCT FROM true " \
-	"THEN CASE WHEN EXISTS (SELECT 1 FROM cdp.consents k WHERE k.profile_id = $1 AND k.purpose = $8) " \
-	"THEN 'consent withdrawn for ' || $8 ELSE 'no consent for ' || $8 END " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9) THEN 'no ' || $9 || ' address' " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
+#define CDP_POLICY_ENQUEUE_SQL_OVER(pid, consent, purpose, atype) \
+	"CASE WHEN " consent " AND (SELECT k.granted FROM cdp.consents k " \
+	"WHERE k.profile_id = " pid " AND k.purpose = " purpose ") IS DISTINCT FROM true " \
+	"THEN CASE WHEN EXISTS (SELECT 1 FROM cdp.consents k WHERE k.profile_id = " pid \
+	" AND k.purpose = " purpose ") " \
+	"THEN 'consent withdrawn for ' || " purpose " ELSE 'no consent for ' || " purpose " END " \
+	"WHEN " atype "::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
+	"WHERE i.profile_id = " pid " AND i.type = " atype ") THEN 'no ' || " atype " || ' address' " \
+	"WHEN " atype "::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
+	"WHERE i.profile_id = " pid " AND i.type = " atype " AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
 	"WHERE s.address = i.value AND s.address_type = i.type)) THEN 'address suppressed' END"
+#define CDP_POLICY_ENQUEUE_SQL CDP_POLICY_ENQUEUE_SQL_OVER("$1", "$7", "$8", "$9")
 
 /*
  * The claim: locks up to $3 due messages of channel $1 at $2, at most one
