@@ -9,7 +9,7 @@
  * offer and per channel, into arrays indexed by the person's place in the
  * audience (sorted by profile id, so a list of ids maps onto it by a
  * merge): segment memberships, the offers' conditions (one statement per
- * offer, as its owner), past sends (cooldown, lifetime cap), the consent
+ * owner, as that owner), past sends (cooldown, lifetime cap), the consent
  * and address each channel needs, delivery feedback.  Then, in C, each
  * person's candidates are scored (model or seeded Thompson draw, times
  * value), each with the best allowed channel and send time (decide.c's
@@ -27,10 +27,14 @@
  * dedupe key campaign/<campaign>/<run_key>/<profile_id>, and
  * cdp.offer_sends has one row per person per run.
  *
- * Controls (cdp_decide_mix of the seed, the person and the run, below
- * the holdout percentage) get no message and use no capacity; their
- * best offer is recorded as a control send, whose conversions
- * campaign_results compares with the treated.
+ * Controls (campaign.c's sticky rule: a hash of the campaign and the
+ * person, below the holdout percentage) get no message and use no
+ * capacity; their best offer is recorded as a control send, whose
+ * conversions campaign_results compares with the treated.
+ *
+ * cdp.run_campaign hands this file the runs of campaigns that have offers
+ * (cdp.campaign_offers), through the runner registered at init;
+ * cdp.arbitrate_offers runs the same without a campaign object.
  *
  *-------------------------------------------------------------------------
  */
