@@ -72,9 +72,10 @@ echo "   plain SQL $plain s / pg_cdp $cdp s: ratio $ratio, target >= 3: $result"
 echo "decide_vs_plain_sql|$cdp|$plain|$ratio|>= 3|$result" >> "$work/summary"
 
 echo "-- cdp.next_best_actions, 20 offers, $calls random people (tables prewarmed)"
-read -r p50 p99 probe < <(psql_q -At -v calls="$calls" -v people="$people" < "$here/decide_nba.sql" | tail -n 1)
+read -r p50 p99 probe50 probe99 < <(psql_q -At -v calls="$calls" -v people="$people" < "$here/decide_nba.sql" | tail -n 1)
 result=FAIL
 ge 2 "$p99" && result=PASS
-echo "   p50 $p50 ms, p99 $p99 ms (a one-row indexed read: p99 $probe ms), target p99 < 2 ms: $result"
+echo "   p50 $p50 ms, p99 $p99 ms, target p99 < 2 ms: $result"
+echo "   (a pure-CPU statement timed the same way, beside it: p50 $probe50 ms, p99 $probe99 ms)"
 echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 echo "decide_nba_p99_ms|$p99|2|-|< 2|$result" >> "$work/summary"
