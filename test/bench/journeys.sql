@@ -139,16 +139,25 @@ BEGIN
 END
 $$;
 
--- The events: event k of n is "Entry <k mod 50 + 1>" for a random person,
--- so with the journeys started every event enters one journey.
--- bench.track_events(n): n cdp.track calls, a commit per 100; returns
--- nothing, the caller times it.
-CREATE OR REPLACE PROCEDURE bench.track_events(n integer, people integer)
+-- The events. bench.event_name(k, every): with every, event k enters
+-- journey k mod 50 + 1; without, the mix: one event in ten enters a journey,
+-- four are "Order Completed" (every journey's goal: each looks for states
+-- to convert), five are "Product Viewed" (no journey reads it).
+CREATE OR REPLACE FUNCTION bench.event_name(k integer, every boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE RETURN
+    CASE WHEN every THEN 'Entry ' || (k % 50 + 1)
+         WHEN k % 10 = 0 THEN 'Entry ' || (k / 10 % 50 + 1)
+         WHEN k % 10 <= 4 THEN 'Order Completed'
+         ELSE 'Product Viewed' END;
+
+-- bench.track_events(n, people, every): n cdp.track calls, a commit per 100;
+-- the caller times it
+CREATE OR REPLACE PROCEDURE bench.track_events(n integer, people integer, every boolean)
     LANGUAGE plpgsql AS $$
 BEGIN
     FOR k IN 1..n LOOP
         PERFORM cdp.track(jsonb_build_object('user_id', 'u' || (1 + (k * 7919) % people)),
-                          'Entry ' || (k % 50 + 1), jsonb_build_object('k', k));
+                          bench.event_name(k, every), jsonb_build_object('k', k));
         IF k % 100 = 0 THEN
             COMMIT;
         END IF;
@@ -156,14 +165,15 @@ BEGIN
 END
 $$;
 
--- bench.inbox_events(n, tag): the same events as Segment-spec messages in
--- cdp.inbox, for the worker's drain
-CREATE OR REPLACE FUNCTION bench.inbox_events(n integer, people integer, tag text) RETURNS bigint
+-- bench.inbox_events(n, people, every, tag): the same events as
+-- Segment-spec messages in cdp.inbox, for the worker's drain
+CREATE OR REPLACE FUNCTION bench.inbox_events(n integer, people integer, every boolean, tag text)
+    RETURNS bigint
     LANGUAGE sql AS $$
     WITH i AS (
         INSERT INTO cdp.inbox (message)
         SELECT jsonb_build_object('type', 'track', 'userId', 'u' || (1 + (k * 7919) % people),
-                                  'event', 'Entry ' || (k % 50 + 1),
+                                  'event', bench.event_name(k, every),
                                   'properties', jsonb_build_object('k', k),
                                   'messageId', tag || '-' || k,
                                   'timestamp', now())
