@@ -20,6 +20,9 @@
 #      cdp.inbox vs a plain COPY of the same lines (target >= 0.5), p99
 #      latency with 8 connections (< 50 ms), single /v1/track requests/s,
 #      and its memory over a 3-minute soak (flat)
+#   7. the outbox (test/bench/outbox.sh): claim + ack with 4 claimers vs a
+#      plain SKIP LOCKED queue and PgQ, the same under an old snapshot
+#      (targets: ratio >= 1.0), and enqueue with policy (< 30 us/message)
 #   8. the outbox connector (test/bench/connector.sh): messages/s end to end
 #      through pg_cdp_connector into a file (target >= 20000) beside a plain
 #      queue table drained into a file by psql (the ceiling), and its memory
@@ -47,6 +50,7 @@
 #   BENCH_KEEP=1                leave the data directory behind (server stopped)
 #   BENCH_COLLECTOR=0           skip benchmark 4; COLLECTOR_SECONDS, SOAK_SECONDS tune it
 #   BENCH_TRAITS_ROUNDS=3       rounds of benchmark 5 (a drain without traits, one with)
+#   BENCH_OUTBOX=0              skip benchmark 7; OUTBOX_ROUNDS, OUTBOX_PEOPLE tune it
 #   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
 #                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
 #   BENCH_JOURNEYS=0            skip benchmark 9; BENCH_JOURNEY_PROFILES (1000000),
@@ -604,6 +608,25 @@ if [ "${BENCH_COLLECTOR:-1}" = 1 ]; then
         SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "4 $name" "$base" "$value" "$ratio" "$target" "$result")")
         [ "$result" = FAIL ] && failures=$((failures + 1))
     done < "$files/collector/summary"
+fi
+
+# ---- benchmark 7: the outbox -------------------------------------------------
+
+if [ "${BENCH_OUTBOX:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 7: the outbox (test/bench/outbox.sh)"
+    fresh_cdp
+    mkdir -p "$files/outbox"
+    chmod 777 "$files/outbox"
+    if BENCH_WORK=$files/outbox bash test/bench/outbox.sh; then :; else
+        echo "   the outbox benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "7 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/outbox/summary"
 fi
 
 # ---- benchmark 8: the outbox connector ---------------------------------------
