@@ -1465,8 +1465,7 @@ run_entry(JVersion *v, Batch *b, int *nnew, int64 **due, int *ndue)
 	args[7] = cdp_int8_array(pids, k);
 	args[8] = cdp_text_array(events, k);
 	args[9] = cdp_jsonb_array(props, k);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: could not enter journey states");
+	cdp_spi_exec_nulls(plan, args, nulls, SPI_OK_SELECT, 0);
 	if (SPI_processed == 0)
 		return;
 	*nnew += SPI_processed;

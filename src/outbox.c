@@ -634,17 +634,7 @@ cdp_enqueue_many(const char *channel, const char *template, int n, const int64 *
 	memset(nulls, ' ', sizeof(nulls));
 	if (!c->address_type)
 		nulls[8] = 'n';
-	{
-		int			nestlevel = NewGUCNestLevel();
-		int			rc;
-
-		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		rc = SPI_execute_plan(plan, values, nulls, false, 0);
-		AtEOXact_GUC(true, nestlevel);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_cdp: could not enqueue: %s", SPI_result_code_string(rc));
-	}
+	cdp_spi_exec_nulls(plan, values, nulls, SPI_OK_SELECT, 0);
 	memset(ids, 0, sizeof(int64) * n);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
