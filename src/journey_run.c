@@ -1149,7 +1149,14 @@ journeys_next_due(void)
 	if (SPI_processed == 0)
 		return DT_NOEND;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	if (isnull)
+		return DT_NOEND;
+
+	/*
+	 * Due times are on cdp_now()'s clock, which cdp.fake_now may have
+	 * moved: the wake-up is as far ahead on the server's.
+	 */
+	return GetCurrentTimestamp() + Max(DatumGetTimestampTz(d) - cdp_now(), 0);
 }
 
 /* ---- events ---- */
