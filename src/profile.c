@@ -45,6 +45,7 @@
 #include "clock.h"
 #include "profile.h"
 #include "registry.h"
+#include "status.h"
 #include "util.h"
 
 char	   *cdp_trait_source_priority = NULL;
@@ -650,6 +651,13 @@ cdp_mark_profiles_changed(int64 *ids, int n, const char *reason)
 	args[1] = TimestampTzGetDatum(cdp_now());
 	args[2] = CStringGetTextDatum(reason);
 	cdp_spi_exec(plan, args, SPI_OK_INSERT);
+
+	/*
+	 * A new mark is work for the worker's segment task, which must not wait
+	 * for the end of its nap: real-time segments follow within a second.
+	 */
+	if (SPI_processed > 0)
+		cdp_wake_worker_alone_at_commit();
 	known_marks_pending(sorted, k);
 }
 

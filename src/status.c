@@ -22,6 +22,7 @@ CdpStatus  *cdp_status = NULL;
 
 static bool wake_registered = false;
 static bool wake_pending = false;
+static bool wake_drainers = false;
 
 static void wake_xact_callback(XactEvent event, void *arg);
 
@@ -52,6 +53,17 @@ cdp_status_shmem_init(void)
 void
 cdp_wake_worker_at_commit(void)
 {
+	cdp_wake_worker_alone_at_commit();
+	wake_drainers = true;
+}
+
+/*
+ * The same for work only the worker does (changed profiles for the
+ * segments): the drainers sleep on.
+ */
+void
+cdp_wake_worker_alone_at_commit(void)
+{
 	if (!wake_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
@@ -76,16 +88,16 @@ wake_xact_callback(XactEvent event, void *arg)
 			latch = cdp_status->worker_latch;
 			memcpy(drainers, cdp_status->drain_latch, sizeof(drainers));
 			SpinLockRelease(&cdp_status->mutex);
-			for (int i = 1; i < CDP_MAX_DRAINERS; i++)
+			for (int i = 1; wake_drainers && i < CDP_MAX_DRAINERS; i++)
 				if (drainers[i])
 					SetLatch(drainers[i]);
 		}
 		if (latch)
 			SetLatch(latch);
-		wake_pending = false;
+		wake_pending = wake_drainers = false;
 	}
 	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_pending = false;
+		wake_pending = wake_drainers = false;
 }
 
 /* Messages the identity engine resolved, and the time it took. */

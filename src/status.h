@@ -47,6 +47,7 @@ extern Size cdp_status_shmem_size(void);
 extern void cdp_status_shmem_init(void);
 
 extern void cdp_wake_worker_at_commit(void);
+extern void cdp_wake_worker_alone_at_commit(void);
 extern void cdp_status_count_resolved(uint64 messages, uint64 usec);
 extern void cdp_status_count_ingest_wait(void);
 

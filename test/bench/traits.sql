@@ -1,6 +1,7 @@
 -- traits.sql: benchmark 5's definitions: 10 computed traits (3 windowed)
--- over the generated messages, and, once segments exist, 20 real-time
--- segments of mixed predicates over them. Run on a fresh pg_cdp.
+-- over the generated messages, and 20 real-time
+-- segments of mixed predicates over them (the three that read cdp.now()
+-- are also evaluated again every hour). Run on a fresh pg_cdp.
 SET client_min_messages = warning;
 SELECT cdp.define_trait('orders_180d', 'count', 'Order Completed', NULL, '180 days');
 SELECT cdp.define_trait('revenue_total', 'sum', 'Order Completed', 'price');
@@ -15,10 +16,6 @@ SELECT cdp.define_trait('skus_bought', 'count_distinct', 'Order Completed', 'sku
 
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_proc WHERE proname = 'create_segment'
-                   AND pronamespace = 'cdp'::regnamespace) THEN
-        RETURN;
-    END IF;
     PERFORM cdp.create_segment('buyers', 'orders_180d >= 1');
     PERFORM cdp.create_segment('repeat_buyers', 'orders_180d >= 3');
     PERFORM cdp.create_segment('big_spenders', 'revenue_total > 100');
@@ -31,9 +28,9 @@ BEGIN
     PERFORM cdp.create_segment('sku_1_fans', 'preferred_sku = ''SKU-1''');
     PERFORM cdp.create_segment('explorers', 'skus_bought >= 3');
     PERFORM cdp.create_segment('browse_no_buy', 'views_7d >= 1 AND orders_180d = 0');
-    PERFORM cdp.create_segment('recent_buyers', 'last_purchase_at > cdp.now() - interval ''7 days''');
-    PERFORM cdp.create_segment('lapsed', 'last_purchase_at < cdp.now() - interval ''30 days''');
-    PERFORM cdp.create_segment('new_people', 'first_seen_at > cdp.now() - interval ''14 days''');
+    PERFORM cdp.create_segment('recent_buyers', 'last_purchase_at > cdp.now() - interval ''7 days''', 'realtime', '1 hour');
+    PERFORM cdp.create_segment('lapsed', 'last_purchase_at < cdp.now() - interval ''30 days''', 'realtime', '1 hour');
+    PERFORM cdp.create_segment('new_people', 'first_seen_at > cdp.now() - interval ''14 days''', 'realtime', '1 hour');
     PERFORM cdp.create_segment('cheap_repeaters', 'orders_180d >= 2 AND avg_price < 10');
     PERFORM cdp.create_segment('one_sku', 'skus_bought = 1');
     PERFORM cdp.create_segment('mid_spenders', 'revenue_total BETWEEN 20 AND 100');
