@@ -67,7 +67,7 @@ load
 psql_q -c "ALTER SYSTEM SET cdp.journey_batch_size = $batch" >/dev/null
 t0=$(now)
 worker_enabled on
-psql_q -c "CALL bench.wait_flow(3600)"
+psql_q -c "CALL bench.wait_flow($profiles, 3600)"
 cdp_s=$(calc "$(now) - $t0")
 cdp_rate=$(calc "$profiles / $cdp_s" 0)
 echo "   pg_cdp worker: $cdp_s s, $cdp_rate steps/s"
