@@ -220,7 +220,8 @@ BEGIN
         INSERT INTO bench.latency (outbox_id, ms)
         SELECT c.outbox_id, extract(epoch FROM c.at - (s.entered_at + interval '2 seconds')) * 1000
         FROM c JOIN cdp.journey_log l ON l.outbox_id = c.outbox_id
-        JOIN cdp.journey_states s ON s.state_id = l.state_id;
+        JOIN cdp.journey_states s ON s.state_id = l.state_id
+        ON CONFLICT (outbox_id) DO NOTHING;
         COMMIT;
         EXIT WHEN (SELECT count(*) FROM bench.latency) >= n OR clock_timestamp() > deadline;
         PERFORM pg_sleep(0.002);
