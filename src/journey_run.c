@@ -23,12 +23,14 @@
  * Steps.  A batch of due states is grouped by kind, and each kind runs as
  * one statement over its group (a send is one batch enqueue through the
  * policy per journey, channel and template); a branch with a condition
- * runs one statement per step, as the journey's owner.  Then one statement moves every state of the
- * batch and logs it, and the states that landed on a step due now run
- * again, a bounded number of times (a definition has no cycle without a
- * wait).  A group that fails (a template dropped, a condition that no
- * longer works) records its error on the journey and its states try again
- * a minute later: nothing is skipped.
+ * runs one statement per step, as the journey's owner.  Then one
+ * statement moves every state of the batch and logs it, and the states
+ * that landed on a step due now run again, a bounded number of times (a
+ * definition has no cycle without a wait).  A group that fails (a template
+ * dropped, a condition that no longer works) records its error on the
+ * journey and its states try again a minute later: nothing is skipped.
+ * The worker sleeps until the earliest due time (journeys_next_due), and
+ * an event path that entered or moved states wakes it at commit.
  *
  * Concurrency.  The worker claims due states FOR UPDATE SKIP LOCKED, and
  * the event path locks the states it moves with FOR UPDATE, rechecking
@@ -1149,7 +1151,14 @@ journeys_next_due(void)
 	if (SPI_processed == 0)
 		return DT_NOEND;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	if (isnull)
+		return DT_NOEND;
+
+	/*
+	 * Due times are on cdp_now()'s clock, which cdp.fake_now may have
+	 * moved: the wake-up is as far ahead on the server's.
+	 */
+	return GetCurrentTimestamp() + Max(DatumGetTimestampTz(d) - cdp_now(), 0);
 }
 
 /* ---- events ---- */
@@ -1418,7 +1427,8 @@ run_entry(JVersion *v, Batch *b, int *nnew, int64 **due, int *ndue)
 			return;
 	}
 	if (plan == NULL)
-		plan = cdp_prepare("WITH b AS (SELECT DISTINCT ON (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
+		plan = cdp_prepare("WITH b AS (SELECT DISTINCT ON "
+						   "           (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
 						   "           b.pid, b.event, coalesce(b.props, '{}') AS props "
 						   "           FROM unnest($8::int8[], $9::text[], $10::jsonb[]) "
 						   "           WITH ORDINALITY AS b(pid, event, props, i) "
@@ -1465,8 +1475,7 @@ run_entry(JVersion *v, Batch *b, int *nnew, int64 **due, int *ndue)
 	args[7] = cdp_int8_array(pids, k);
 	args[8] = cdp_text_array(events, k);
 	args[9] = cdp_jsonb_array(props, k);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: could not enter journey states");
+	cdp_spi_exec_nulls(plan, args, nulls, SPI_OK_SELECT, 0);
 	if (SPI_processed == 0)
 		return;
 	*nnew += SPI_processed;

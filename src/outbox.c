@@ -113,8 +113,8 @@ static bool cache_stale_here = true;
 static char *lease_holder = NULL;
 static TimestampTz last_due_check = 0;
 
-/* the worker's last look at expired leases and old messages, and whether it left more */
-static TimestampTz last_upkeep = 0;
+/* the worker's next look at expired leases and old messages, and whether it left more */
+static TimestampTz next_upkeep = 0;
 static bool upkeep_more = false;
 
 static int64 task_outbox(bool *more);
@@ -634,17 +634,7 @@ cdp_enqueue_many(const char *channel, const char *template, int n, const int64 *
 	memset(nulls, ' ', sizeof(nulls));
 	if (!c->address_type)
 		nulls[8] = 'n';
-	{
-		int			nestlevel = NewGUCNestLevel();
-		int			rc;
-
-		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		rc = SPI_execute_plan(plan, values, nulls, false, 0);
-		AtEOXact_GUC(true, nestlevel);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_cdp: could not enqueue: %s", SPI_result_code_string(rc));
-	}
+	cdp_spi_exec_nulls(plan, values, nulls, SPI_OK_SELECT, 0);
 	memset(ids, 0, sizeof(int64) * n);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -1223,7 +1213,8 @@ cdp_replay_channel(PG_FUNCTION_ARGS)
  * The worker task: expired leases go back to pending, channels whose
  * messages became due (a retry, a deferral, an expired lease, a message
  * enqueued for later) are notified, and finished messages older than
- * cdp.outbox_retention are deleted (by the worker at most once a second).
+ * cdp.outbox_retention are deleted (by the worker at most once a second,
+ * and in at most a tenth of its time).
  */
 static int64
 task_outbox(bool *more)
@@ -1236,6 +1227,7 @@ task_outbox(bool *more)
 	Datum		values[3];
 	int64		done = 0;
 	bool		upkeep = true;
+	TimestampTz started;
 
 	if (!OidIsValid(get_relname_relid("outbox", get_namespace_oid("cdp", true))))
 		return 0;
@@ -1264,12 +1256,15 @@ task_outbox(bool *more)
 
 	/*
 	 * Expired leases and old messages are found by reading every unfinished
-	 * message: the worker, whose rounds follow each other closely when it
-	 * is busy, does it at most once a second (cdp.tick() every time).
+	 * message, which takes long once millions are pending: the worker, whose
+	 * rounds follow each other closely when it is busy, looks at most once a
+	 * second and spends at most a tenth of its time on it (cdp.tick() looks
+	 * every time).
 	 */
-	if (MyBackendType == B_BG_WORKER && !upkeep_more && last_upkeep != 0 &&
-		now >= last_upkeep && now - last_upkeep < USECS_PER_SEC)
+	if (MyBackendType == B_BG_WORKER && !upkeep_more && next_upkeep != 0 &&
+		GetCurrentTimestamp() < next_upkeep)
 		upkeep = false;
+	started = GetCurrentTimestamp();
 
 	values[0] = TimestampTzGetDatum(now);
 	if (upkeep)
@@ -1303,6 +1298,10 @@ task_outbox(bool *more)
 	upkeep_more = SPI_processed >= (uint64) outbox_cleanup_batch;
 	if (upkeep_more)
 		*more = true;
-	last_upkeep = now;
+	{
+		TimestampTz end = GetCurrentTimestamp();
+
+		next_upkeep = end + Max(USECS_PER_SEC, 9 * (end - started));
+	}
 	return done;
 }

@@ -218,6 +218,13 @@ cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
 void
 cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 {
+	cdp_spi_exec_nulls(plan, values, NULL, expected, tcount);
+}
+
+/* The same, with nulls as SPI_execute_plan takes them (NULL: none). */
+void
+cdp_spi_exec_nulls(SPIPlanPtr plan, Datum *values, const char *nulls, int expected, long tcount)
+{
 	int			nestlevel = NewGUCNestLevel();
 	int			rc;
 
@@ -229,7 +236,7 @@ cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plan, values, NULL, false, tcount);
+	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
 	AtEOXact_GUC(true, nestlevel);
 
 	if (expected >= 0 ? rc != expected : rc < 0)

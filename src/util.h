@@ -43,6 +43,8 @@ extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 #define CDP_SPI_ANY (-1)
 extern void cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected);
 extern void cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount);
+extern void cdp_spi_exec_nulls(SPIPlanPtr plan, Datum *values, const char *nulls,
+							   int expected, long tcount);
 extern int	cdp_spi_int64_column(int64 *out);
 /* user SQL: as owner (if valid), in a subtransaction, errors returned */
 extern ErrorData *cdp_exec_guarded(SPIPlanPtr plan, Datum *args, const char *nulls,

@@ -11,8 +11,9 @@
  * transaction, or lets the task drive its own, catches its errors so that
  * one bad round cannot kill the loop, and sleeps on its latch when no task
  * found work: for cdp.naptime, or until the earliest time a task said it
- * has work due (a journey's wait ending), whichever comes first.  Writers set the latch at commit
- * (status.c), so new inbox rows do not wait for the nap to end.
+ * has work due (a journey's wait ending), whichever comes first.  Writers
+ * set the latch at commit (status.c), so new inbox rows and journey states
+ * do not wait for the nap to end.
  * cdp.tick() runs one round in the caller's transaction, which is how
  * pg_cron, a server without the worker, and time-driven tests drive it.
  *

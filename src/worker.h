@@ -29,7 +29,8 @@
  * next_due, if any, tells the worker when the task next has work that only
  * time makes due (a journey's wait): the worker calls it after a run that
  * found no more to do, in the run's transaction, and sleeps no longer than
- * until then.  It returns DT_NOEND when the task knows of no such work.
+ * until then.  It returns a time on the server's clock (GetCurrentTimestamp,
+ * not cdp_now()), or DT_NOEND when the task knows of no such work.
  * Work made due by other backends wakes the worker through its latch
  * (cdp_wake_worker_at_commit).
  */

@@ -96,16 +96,23 @@ BEGIN
 END
 $$;
 
--- bench.wait_flow(timeout): returns once no state of "flow" is active,
--- committing between polls
-CREATE OR REPLACE PROCEDURE bench.wait_flow(timeout_s integer)
+-- bench.wait_flow(n, timeout): returns once no state of "flow" is active,
+-- committing between polls. The log starts empty and every state logs one
+-- row, so its sequence tells when to look: the poll costs nothing while the
+-- worker works.
+CREATE OR REPLACE PROCEDURE bench.wait_flow(n bigint, timeout_s integer)
     LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
+    seq regclass := pg_get_serial_sequence('cdp.journey_log', 'log_id')::regclass;
+    last bigint;
 BEGIN
     LOOP
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM cdp.journey_states
-                              WHERE journey = 'flow' AND status = 'active' AND due_at IS NOT NULL);
+        EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM %s', seq) INTO last;
+        IF last >= n THEN
+            EXIT WHEN NOT EXISTS (SELECT 1 FROM cdp.journey_states
+                                  WHERE journey = 'flow' AND status = 'active' AND due_at IS NOT NULL);
+        END IF;
         IF clock_timestamp() > deadline THEN
             RAISE EXCEPTION 'the worker did not finish the journey in % s', timeout_s;
         END IF;
@@ -139,16 +146,25 @@ BEGIN
 END
 $$;
 
--- The events: event k of n is "Entry <k mod 50 + 1>" for a random person,
--- so with the journeys started every event enters one journey.
--- bench.track_events(n): n cdp.track calls, a commit per 100; returns
--- nothing, the caller times it.
-CREATE OR REPLACE PROCEDURE bench.track_events(n integer, people integer)
+-- The events. bench.event_name(k, every): with every, event k enters
+-- journey k mod 50 + 1; without, the mix: one event in ten enters a journey,
+-- four are "Order Completed" (every journey's goal: each looks for states
+-- to convert), five are "Product Viewed" (no journey reads it).
+CREATE OR REPLACE FUNCTION bench.event_name(k integer, every boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE RETURN
+    CASE WHEN every THEN 'Entry ' || (k % 50 + 1)
+         WHEN k % 10 = 0 THEN 'Entry ' || (k / 10 % 50 + 1)
+         WHEN k % 10 <= 4 THEN 'Order Completed'
+         ELSE 'Product Viewed' END;
+
+-- bench.track_events(n, people, every): n cdp.track calls, a commit per 100;
+-- the caller times it
+CREATE OR REPLACE PROCEDURE bench.track_events(n integer, people integer, every boolean)
     LANGUAGE plpgsql AS $$
 BEGIN
     FOR k IN 1..n LOOP
         PERFORM cdp.track(jsonb_build_object('user_id', 'u' || (1 + (k * 7919) % people)),
-                          'Entry ' || (k % 50 + 1), jsonb_build_object('k', k));
+                          bench.event_name(k, every), jsonb_build_object('k', k));
         IF k % 100 = 0 THEN
             COMMIT;
         END IF;
@@ -156,14 +172,15 @@ BEGIN
 END
 $$;
 
--- bench.inbox_events(n, tag): the same events as Segment-spec messages in
--- cdp.inbox, for the worker's drain
-CREATE OR REPLACE FUNCTION bench.inbox_events(n integer, people integer, tag text) RETURNS bigint
+-- bench.inbox_events(n, people, every, tag): the same events as
+-- Segment-spec messages in cdp.inbox, for the worker's drain
+CREATE OR REPLACE FUNCTION bench.inbox_events(n integer, people integer, every boolean, tag text)
+    RETURNS bigint
     LANGUAGE sql AS $$
     WITH i AS (
         INSERT INTO cdp.inbox (message)
         SELECT jsonb_build_object('type', 'track', 'userId', 'u' || (1 + (k * 7919) % people),
-                                  'event', 'Entry ' || (k % 50 + 1),
+                                  'event', bench.event_name(k, every),
                                   'properties', jsonb_build_object('k', k),
                                   'messageId', tag || '-' || k,
                                   'timestamp', now())
@@ -203,7 +220,8 @@ BEGIN
         INSERT INTO bench.latency (outbox_id, ms)
         SELECT c.outbox_id, extract(epoch FROM c.at - (s.entered_at + interval '2 seconds')) * 1000
         FROM c JOIN cdp.journey_log l ON l.outbox_id = c.outbox_id
-        JOIN cdp.journey_states s ON s.state_id = l.state_id;
+        JOIN cdp.journey_states s ON s.state_id = l.state_id
+        ON CONFLICT (outbox_id) DO NOTHING;
         COMMIT;
         EXIT WHEN (SELECT count(*) FROM bench.latency) >= n OR clock_timestamp() > deadline;
         PERFORM pg_sleep(0.002);
