@@ -14,7 +14,7 @@ CREATE FUNCTION bench_seg.load(people int) RETURNS bigint LANGUAGE sql AS $$
                'event', CASE WHEN r < 0.6 THEN 'Product Viewed' WHEN r < 0.9 THEN 'Order Completed'
                              ELSE 'Checkout Started' END,
                'messageId', 's-' || g,
-               'userId', 'u-' || (1 + (g * 7919) % people),
+               'userId', 'u-' || (1 + (g::bigint * 7919) % people),
                'properties', json_build_object('sku', 'SKU-' || (g % 50), 'price', (g % 120) + 0.5),
                'timestamp', timestamptz '2026-11-19 12:00:00+00'
                             - (g % 4320) * interval '1 hour' - (g % 3600) * interval '1 second')::text
@@ -109,7 +109,7 @@ CREATE FUNCTION bench_seg.touch(n int, people int, round int, event text DEFAULT
 RETURNS bigint LANGUAGE sql AS $$
     SELECT count(cdp.track(jsonb_build_object('user_id', 'u-' || pid), event,
                            jsonb_build_object('sku', 'SKU-' || (pid % 50), 'price', 20 + pid % 70)))
-    FROM (SELECT DISTINCT 1 + ((g * 104729 + round * 15485863) % people) AS pid
+    FROM (SELECT DISTINCT 1 + ((g::bigint * 104729 + round::bigint * 15485863) % people) AS pid
           FROM generate_series(1, n) g) s;
 $$;
 
