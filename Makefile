@@ -19,7 +19,8 @@ OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 SQL_PARTS  = src/pg_cdp.sql src/identity.sql src/stitch.sql src/profile.sql src/registry.sql \
              src/ingest.sql src/merge.sql src/erase.sql src/renormalize.sql src/sources.sql \
              src/drain.sql src/worker.sql src/traits.sql src/segment.sql src/outbox.sql \
-             src/policy.sql src/journey.sql
+             src/policy.sql src/journey.sql src/campaign.sql \
+             src/journey_stats.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts stay installable, and each release ships the
 # upgrade from the one before (tested against a fresh install).

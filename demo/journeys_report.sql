@@ -16,3 +16,7 @@ WHERE l.profile_id = :lea ORDER BY l.log_id;
 \echo
 \echo '== segment sizes after the worker evaluated every change (cdp.segment_status)'
 SELECT name, size, pending_profiles, last_error FROM cdp.segment_status ORDER BY name;
+\echo
+\echo '== how the journeys do, step by step (cdp.journey_stats)'
+SELECT journey, step, entered, waiting, exited, converted FROM cdp.journey_stats
+WHERE kind = 'step' ORDER BY journey, position;

@@ -25,11 +25,19 @@
 #      cdp.inbox vs a plain COPY of the same lines (target >= 0.5), p99
 #      latency with 8 connections (< 50 ms), single /v1/track requests/s,
 #      and its memory over a 3-minute soak (flat)
+#   7. the outbox (test/bench/outbox.sh): claim + ack with 4 claimers vs a
+#      plain SKIP LOCKED queue and PgQ, the same under an old snapshot
+#      (targets: ratio >= 1.0), and enqueue with policy (< 30 us/message)
 #   8. the outbox connector (test/bench/connector.sh): messages/s end to end
 #      through pg_cdp_connector into a file (target >= 20000) beside a plain
 #      queue table drained into a file by psql (the ceiling), and its memory
 #      over a soak against the webhook receiver at a quarter of its peak
 #      (BENCH_CONNECTOR_SOAK seconds; flat within 10%)
+#   9. journeys (test/bench/journeys.sh): the worker advancing due steps, each a
+#      send through the policy (>= 20000 steps/s, and >= 1x a plain UPDATE ...
+#      RETURNING + INSERT per batch), the added cost of entry with 50 active
+#      journeys for cdp.track and the drain (< 50 us per event), and a wait
+#      '2 seconds' claimable after its due time (p99 < 100 ms)
 #
 # Environment:
 #   BENCH_EVENTS=1000000        messages of benchmarks 1 and 2 (people: 1/5 of it)
@@ -49,8 +57,11 @@
 #   BENCH_TRAITS_ROUNDS=3       rounds of benchmark 5 (a drain without traits, one with)
 #   BENCH_SEGMENTS=0            skip benchmark 6; BENCH_SEGMENT_PROFILES (1000000) and
 #                               BENCH_SEGMENTS_SOAK (seconds, 600) tune it
+#   BENCH_OUTBOX=0              skip benchmark 7; OUTBOX_ROUNDS, OUTBOX_PEOPLE tune it
 #   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
 #                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
+#   BENCH_JOURNEYS=0            skip benchmark 9; BENCH_JOURNEY_PROFILES (1000000),
+#                               BENCH_JOURNEY_EVENTS (20000), BENCH_JOURNEY_PINGS (300) tune it
 # Exit status: 0 when every target is met and every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -626,6 +637,25 @@ if [ "${BENCH_COLLECTOR:-1}" = 1 ]; then
     done < "$files/collector/summary"
 fi
 
+# ---- benchmark 7: the outbox -------------------------------------------------
+
+if [ "${BENCH_OUTBOX:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 7: the outbox (test/bench/outbox.sh)"
+    fresh_cdp
+    mkdir -p "$files/outbox"
+    chmod 777 "$files/outbox"
+    if BENCH_WORK=$files/outbox bash test/bench/outbox.sh; then :; else
+        echo "   the outbox benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "7 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/outbox/summary"
+fi
+
 # ---- benchmark 8: the outbox connector ---------------------------------------
 
 if [ "${BENCH_CONNECTOR:-1}" = 1 ]; then
@@ -644,6 +674,25 @@ if [ "${BENCH_CONNECTOR:-1}" = 1 ]; then
         SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "8 $name" "$base" "$value" "$ratio" "$target" "$result")")
         [ "$result" = FAIL ] && failures=$((failures + 1))
     done < "$files/connector/summary"
+fi
+
+# ---- benchmark 9: journeys -------------------------------------------------
+
+if [ "${BENCH_JOURNEYS:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 9: journeys (test/bench/journeys.sh)"
+    fresh_cdp
+    mkdir -p "$files/journeys"
+    chmod 777 "$files/journeys"
+    if BENCH_WORK=$files/journeys bash test/bench/journeys.sh; then :; else
+        echo "   the journeys benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "9 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/journeys/summary"
 fi
 
 # ---- summary -------------------------------------------------------------

@@ -176,6 +176,8 @@ wait $cpid || true
 echo "   delivered in $(elapsed "$t0") s; the file has:"
 sed 's/^/   /' "$outfile" | cut -c1-220
 psql_q < "$repo/demo/journeys_report.sql"
+# A campaign to a segment, scheduled through pg_cron and run once.
+psql_q < "$repo/demo/campaigns.sql"
 
 # The HTTP collector: SDK calls as analytics.js, analytics-node and
 # RudderStack send them, for a person the demo data already knows.

@@ -92,7 +92,10 @@ CREATE TABLE cdp.journey_states (
     why              text,
     FOREIGN KEY (journey, version) REFERENCES cdp.journey_versions
 );
-CREATE INDEX journey_states_due ON cdp.journey_states (due_at) WHERE status = 'active';
+-- Only states with a due time: a lookup by profile never mistakes this index
+-- for a list of its active states.
+CREATE INDEX journey_states_due ON cdp.journey_states (due_at)
+    WHERE status = 'active' AND due_at IS NOT NULL;
 CREATE INDEX journey_states_profile ON cdp.journey_states (profile_id, journey);
 COMMENT ON TABLE cdp.journey_states IS
     'Profiles in journeys, one row per entry: the current step, when it is due, the entry event''s properties, the split arms chosen, the event a wait_for waits for, the conversion, and why it ended';

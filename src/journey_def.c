@@ -177,18 +177,28 @@ check_keys_of_kind(JsonbContainer *c, int kind, const char *where)
 	check_keys(c, allowed, where);
 }
 
-/* an interval that must be > 0 */
+/*
+ * An interval that must be > 0, and at most a century: a state's due time
+ * is now plus it, and beyond the calendar the step could never be
+ * scheduled (the ingesting transaction entering it would fail).
+ */
 static void
 check_interval(const char *s, const char *what, const char *where)
 {
 	Interval	zero = {0};
+	Interval	century = {0};
 	Datum		iv = DirectFunctionCall3(interval_in, CStringGetDatum(s),
 										 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 
+	century.month = 100 * MONTHS_PER_YEAR;
 	if (!DatumGetBool(DirectFunctionCall2(interval_gt, iv, IntervalPGetDatum(&zero))))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: %s must be longer than zero, not \"%s\"", where, what, s)));
+	if (DatumGetBool(DirectFunctionCall2(interval_gt, iv, IntervalPGetDatum(&century))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: %s must be at most 100 years, not \"%s\"", where, what, s)));
 }
 
 static int

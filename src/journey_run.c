@@ -21,9 +21,9 @@
  * send commits with the event.
  *
  * Steps.  A batch of due states is grouped by kind, and each kind runs as
- * one statement over its group (a send is one SELECT calling cdp.enqueue
- * over the group); a branch with a condition runs one statement per step,
- * as the journey's owner.  Then one statement moves every state of the
+ * one statement over its group (a send is one batch enqueue through the
+ * policy per journey, channel and template); a branch with a condition
+ * runs one statement per step, as the journey's owner.  Then one statement moves every state of the
  * batch and logs it, and the states that landed on a step due now run
  * again, a bounded number of times (a definition has no cycle without a
  * wait).  A group that fails (a template dropped, a condition that no
@@ -61,6 +61,7 @@
 #include "clock.h"
 #include "ingest.h"
 #include "journey.h"
+#include "outbox.h"
 #include "profile.h"
 #include "registry.h"
 #include "status.h"
@@ -107,9 +108,16 @@ typedef struct JCache
 	JVersion   *versions;
 	int			nevents;
 	char	  **events;			/* every event name some active journey reads */
+	int		   *event_roles;	/* what each is to them: ROLE_* bits */
 	int			nconds;
 	JCondStep  *conds;
 } JCache;
+
+/* what an event is to the active journeys */
+#define ROLE_EXIT		1
+#define ROLE_GOAL		2
+#define ROLE_WAIT_FOR	4
+#define ROLE_ENTRY		8
 
 /* rows moved: to_step NULL ends the state */
 typedef struct Moves
@@ -130,6 +138,7 @@ static int	journey_batch_size = 1000;
 
 static void journey_events_written(CdpMessage *msgs, int nmsgs);
 static int64 task_journeys(bool *more);
+static TimestampTz journeys_next_due(void);
 
 static const CdpProfileTable journey_tables[] = {
 	{
@@ -137,7 +146,9 @@ static const CdpProfileTable journey_tables[] = {
 		 * A profile merged while both halves are in the same journey goes on
 		 * once: the more advanced state (the later step, else the later
 		 * entry) stays, the others end as merged.  The rest follow the
-		 * winner.  An unmerge leaves them with the winner.
+		 * winner.  An unmerge leaves them with the winner.  The states are
+		 * locked first and compared as they are once locked: a tick that
+		 * advanced one of them meanwhile is seen.
 		 */
 		.name = "journey_states",
 		.relation = "cdp.journey_states",
@@ -145,12 +156,14 @@ static const CdpProfileTable journey_tables[] = {
 		.on_merge = CDP_ROWS_SQL,
 		.merge_sql =
 		"WITH p AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS p(loser, winner)), "
+		"locked AS (SELECT s.state_id, s.journey, s.version, s.step, s.status, s.profile_id, "
+		"           s.entered_at FROM cdp.journey_states s "
+		"           WHERE s.profile_id = ANY($1::int8[] || $2::int8[]) FOR UPDATE), "
 		"inv AS (SELECT s.state_id, s.journey, s.version, s.step, s.status, s.profile_id, "
 		"        coalesce(p.winner, s.profile_id) AS winner, t.ordinal, s.entered_at "
-		"        FROM cdp.journey_states s LEFT JOIN p ON p.loser = s.profile_id "
+		"        FROM locked s LEFT JOIN p ON p.loser = s.profile_id "
 		"        LEFT JOIN cdp.journey_steps t ON t.journey = s.journey "
-		"         AND t.version = s.version AND t.step = s.step "
-		"        WHERE s.profile_id = ANY($1::int8[] || $2::int8[])), "
+		"         AND t.version = s.version AND t.step = s.step), "
 		"best AS (SELECT DISTINCT ON (winner, journey) winner, journey, profile_id "
 		"         FROM inv WHERE status = 'active' "
 		"         ORDER BY winner, journey, ordinal DESC NULLS LAST, entered_at DESC, "
@@ -185,6 +198,7 @@ static const CdpProfileTable journey_tables[] = {
 static const CdpTask journeys_task = {
 	.name = "journeys",
 	.run = task_journeys,
+	.next_due = journeys_next_due,
 };
 
 void
@@ -291,6 +305,7 @@ free_cache(void)
 	cache.nversions = cache.nevents = cache.nconds = 0;
 	cache.versions = NULL;
 	cache.events = NULL;
+	cache.event_roles = NULL;
 	cache.conds = NULL;
 }
 
@@ -349,23 +364,31 @@ load_journeys(void)
 		v->owner = DatumGetObjectId(SPI_getbinval(t, d, 11, &isnull));
 	}
 
-	if (SPI_execute("SELECT DISTINCT x.e "
+	if (SPI_execute("SELECT x.e, bit_or(x.r) "
 					"FROM cdp.journey_versions v JOIN cdp.journeys j ON j.name = v.journey, "
-					"LATERAL (SELECT unnest(v.exit_events) "
-					"         UNION ALL SELECT v.goal_event "
+					"LATERAL (SELECT unnest(v.exit_events), " CppAsString2(ROLE_EXIT)
+					"         UNION ALL SELECT v.goal_event, " CppAsString2(ROLE_GOAL)
 					"         UNION ALL SELECT CASE WHEN cardinality(v.exit_segments) > 0 "
-					"                          THEN 'Segment Exited' END "
+					"                          THEN 'Segment Exited' END, " CppAsString2(ROLE_EXIT)
 					"         UNION ALL SELECT CASE WHEN v.version = j.version "
-					"                          THEN coalesce(v.entry_event, 'Segment Entered') END "
-					"         UNION ALL SELECT t.event FROM cdp.journey_steps t "
+					"                          THEN coalesce(v.entry_event, 'Segment Entered') END, "
+					CppAsString2(ROLE_ENTRY)
+					"         UNION ALL SELECT t.event, " CppAsString2(ROLE_WAIT_FOR)
+					"                   FROM cdp.journey_steps t "
 					"                   WHERE t.journey = v.journey AND t.version = v.version "
-					"                     AND t.kind = 'wait_for') AS x(e) "
-					"WHERE j.status = 'active' AND x.e IS NOT NULL", true, 0) != SPI_OK_SELECT)
+					"                     AND t.kind = 'wait_for') AS x(e, r) "
+					"WHERE j.status = 'active' AND x.e IS NOT NULL GROUP BY x.e", true, 0) !=
+		SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: could not load the journeys' events");
 	cache.nevents = SPI_processed;
 	cache.events = MemoryContextAlloc(cache.cxt, sizeof(char *) * Max(1, SPI_processed));
+	cache.event_roles = MemoryContextAlloc(cache.cxt, sizeof(int) * Max(1, SPI_processed));
 	for (uint64 i = 0; i < SPI_processed; i++)
+	{
 		cache.events[i] = cache_str(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		cache.event_roles[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+	}
 
 	if (SPI_execute("SELECT t.journey, t.version, t.step, t.kind, t.condition, j.owner::oid "
 					"FROM cdp.journey_steps t JOIN cdp.journeys j ON j.name = t.journey "
@@ -389,13 +412,14 @@ load_journeys(void)
 	}
 }
 
-static bool
-event_wanted(const char *event)
+/* what the event is to the active journeys (ROLE_* bits; 0: nothing) */
+static int
+event_roles(const char *event)
 {
 	for (int i = 0; i < cache.nevents; i++)
 		if (strcmp(cache.events[i], event) == 0)
-			return true;
-	return false;
+			return cache.event_roles[i];
+	return 0;
 }
 
 /* the kept plan of a condition: the batch rows' ordinals that pass it */
@@ -623,14 +647,6 @@ typedef struct Claimed
 } Claimed;
 
 static const char *const kind_sql[][2] = {
-	{"send",
-		"SELECT s.state_id, t.next, CASE WHEN s.holdout THEN 'holdout' ELSE 'sent' END, "
-		"CASE WHEN NOT s.holdout THEN cdp.enqueue(s.profile_id, t.channel, t.template, "
-		"  s.entry_properties || coalesce(t.payload, '{}'), NULL, "
-		"  concat_ws('/', 'journey', s.journey, s.version, s.profile_id, s.state_id, t.step)) END "
-		"FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
-		" AND t.version = s.version AND t.step = s.step "
-	"WHERE s.state_id = ANY($1) ORDER BY s.state_id"},
 	{"wait",
 		"SELECT s.state_id, t.next, 'waited', NULL::int8 "
 		"FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
@@ -714,6 +730,144 @@ run_kind(int k, int64 *ids, int n, const char *journey, Moves *m)
 		return;
 	}
 	moves_add_rows(m, rows, desc, nrows);
+}
+
+/*
+ * cdp_enqueue_many in a subtransaction: the error instead of raising it,
+ * the subtransaction rolled back.
+ */
+static ErrorData *
+enqueue_guarded(const char *channel, const char *template, int n, int64 *pids,
+				Jsonb **payloads, char **keys, int64 *outbox)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	ErrorData  *volatile err = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		cdp_enqueue_many(channel, template, n, pids, payloads, keys, outbox);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_END_TRY();
+	return err;
+}
+
+/*
+ * send steps: the messages of each journey, channel and template in one
+ * batch enqueue through the policy.  A group that fails (its template
+ * dropped since the journey was defined) records why on its journey, and
+ * its states try again later.  Holdout states move on and send nothing.
+ */
+static void
+run_sends(int64 *ids, int n, Moves *m)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	int			k;
+	int64	   *sids,
+			   *pids;
+	char	  **nexts,
+			  **channels,
+			  **templates,
+			  **keys,
+			  **journeys;
+	bool	   *holdout;
+	Jsonb	  **payloads;
+
+	if (plan == NULL)
+		plan = cdp_prepare("SELECT s.state_id, s.profile_id, t.next, s.holdout, t.channel, t.template, "
+						   "s.entry_properties || coalesce(t.payload, '{}'), "
+						   "concat_ws('/', 'journey', s.journey, s.version, s.profile_id, s.state_id, "
+						   "          t.step), s.journey "
+						   "FROM cdp.journey_states s JOIN cdp.journey_steps t ON t.journey = s.journey "
+						   " AND t.version = s.version AND t.step = s.step "
+						   "WHERE s.state_id = ANY($1) ORDER BY s.journey, t.channel, t.template, s.state_id",
+						   1, types);
+	args[0] = cdp_int8_array(ids, n);
+	cdp_spi_exec(plan, args, SPI_OK_SELECT);
+	k = SPI_processed;
+	if (k == 0)
+		return;
+	sids = palloc(sizeof(int64) * k);
+	pids = palloc(sizeof(int64) * k);
+	nexts = palloc(sizeof(char *) * k);
+	channels = palloc(sizeof(char *) * k);
+	templates = palloc(sizeof(char *) * k);
+	keys = palloc(sizeof(char *) * k);
+	journeys = palloc(sizeof(char *) * k);
+	holdout = palloc(sizeof(bool) * k);
+	payloads = palloc(sizeof(Jsonb *) * k);
+	for (int r = 0; r < k; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		sids[r] = getint8(t, d, 1, &isnull);
+		pids[r] = getint8(t, d, 2, &isnull);
+		nexts[r] = getstr(t, d, 3);
+		holdout[r] = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+		channels[r] = getstr(t, d, 5);
+		templates[r] = getstr(t, d, 6);
+		payloads[r] = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
+		keys[r] = getstr(t, d, 8);
+		journeys[r] = getstr(t, d, 9);
+	}
+
+	for (int g = 0; g < k;)
+	{
+		int			end = g,
+					nsend = 0;
+		int64	   *gids = palloc(sizeof(int64) * k);
+		int64	   *gpids = palloc(sizeof(int64) * k);
+		int64	   *gbox = palloc(sizeof(int64) * k);
+		Jsonb	  **gpayloads = palloc(sizeof(Jsonb *) * k);
+		char	  **gkeys = palloc(sizeof(char *) * k);
+		int		   *grow = palloc(sizeof(int) * k);
+		ErrorData  *err;
+
+		while (end < k && strcmp(journeys[end], journeys[g]) == 0 &&
+			   strcmp(channels[end], channels[g]) == 0 && strcmp(templates[end], templates[g]) == 0)
+		{
+			if (holdout[end])
+				moves_add(m, sids[end], nexts[end], "holdout", false, 0);
+			else
+			{
+				gids[nsend] = sids[end];
+				gpids[nsend] = pids[end];
+				gpayloads[nsend] = payloads[end];
+				gkeys[nsend] = keys[end];
+				grow[nsend] = end;
+				nsend++;
+			}
+			end++;
+		}
+		CHECK_FOR_INTERRUPTS();
+		err = nsend ? enqueue_guarded(channels[g], templates[g], nsend, gpids, gpayloads, gkeys,
+									  gbox) : NULL;
+		if (err)
+			defer_states(gids, nsend, journeys[g], err->message);
+		else
+			for (int i = 0; i < nsend; i++)
+				moves_add(m, gids[i], nexts[grow[i]], gbox[i] ? "sent" : "not sent: no profile",
+						  gbox[i] != 0, gbox[i]);
+		g = end;
+	}
 }
 
 /* update steps: identify traits set through survivorship, source 'journey' */
@@ -869,6 +1023,8 @@ run_claimed(Claimed *cl, int n, int64 **again)
 		CHECK_FOR_INTERRUPTS();
 		if (c)
 			run_branch(c, ids, k, &m);
+		else if (strcmp(cl[i].kind, "send") == 0)
+			run_sends(ids, k, &m);
 		else if (is_update)
 			run_updates(ids, k, cl[i].journey, &m);
 		else
@@ -968,6 +1124,32 @@ task_journeys(bool *more)
 		n += run_states(again, k);
 	*more = n >= journey_batch_size;
 	return n;
+}
+
+/*
+ * The worker's next wake-up: the earliest due time of an active state of
+ * an active journey (the due index, read in order until one qualifies).
+ */
+static TimestampTz
+journeys_next_due(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		d;
+
+	if (!cache.present)
+		return DT_NOEND;
+	if (plan == NULL)
+		plan = cdp_prepare("SELECT s.due_at FROM cdp.journey_states s "
+						   "WHERE s.status = 'active' AND s.due_at IS NOT NULL "
+						   "AND EXISTS (SELECT 1 FROM cdp.journeys j "
+						   "            WHERE j.name = s.journey AND j.status = 'active') "
+						   "ORDER BY s.due_at LIMIT 1", 0, NULL);
+	cdp_spi_exec(plan, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return DT_NOEND;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
 }
 
 /* ---- events ---- */
@@ -1171,9 +1353,14 @@ run_wait_fors(Batch *b, Moves *m)
 	}
 }
 
-/* Entries of one journey version: the batch rows that match it. */
+/*
+ * Entries of one journey version: the batch rows that match it.  One
+ * statement inserts the states on the first step, already scheduled as
+ * that step's kind says, and logs them; *nnew counts them, and those due at
+ * once are added to *due (*ndue).
+ */
 static void
-run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
+run_entry(JVersion *v, Batch *b, int *nnew, int64 **due, int *ndue)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			types[10] = {TEXTOID, INT4OID, TEXTOID, TEXTOID, INTERVALOID, INT4OID,
@@ -1231,20 +1418,35 @@ run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
 			return;
 	}
 	if (plan == NULL)
-		plan = cdp_prepare("INSERT INTO cdp.journey_states (journey, version, profile_id, step, "
-						   "status, due_at, entered_at, entry_event, entry_properties, holdout) "
-						   "SELECT $1, $2, b.pid, $3, 'active', NULL, $7, b.event, "
-						   "coalesce(b.props, '{}'), "
-						   "((hashtextextended($1 || '/holdout/' || b.pid, 0) % 100) + 100) % 100 < $6 "
-						   "FROM (SELECT DISTINCT ON (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
-						   "      b.* FROM unnest($8::int8[], $9::text[], $10::jsonb[]) "
-						   "      WITH ORDINALITY AS b(pid, event, props, i) "
-						   "      ORDER BY CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END, b.i) b "
-						   "WHERE $4 = 'always' "
-						   "   OR NOT EXISTS (SELECT 1 FROM cdp.journey_states s "
-						   "                  WHERE s.profile_id = b.pid AND s.journey = $1 "
-						   "                    AND ($4 = 'never' OR s.entered_at > $7 - $5)) "
-						   "RETURNING state_id", 10, types);
+		plan = cdp_prepare("WITH b AS (SELECT DISTINCT ON (CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END) "
+						   "           b.pid, b.event, coalesce(b.props, '{}') AS props "
+						   "           FROM unnest($8::int8[], $9::text[], $10::jsonb[]) "
+						   "           WITH ORDINALITY AS b(pid, event, props, i) "
+						   "           ORDER BY CASE WHEN $4 = 'always' THEN b.i ELSE b.pid END, b.i), "
+						   "ins AS (INSERT INTO cdp.journey_states (journey, version, profile_id, step, "
+						   "        status, due_at, entered_at, entry_event, entry_properties, holdout, "
+						   "        waiting_event, waiting_keys) "
+						   "        SELECT $1, $2, b.pid, $3, 'active', "
+						   "        CASE t.kind WHEN 'wait' THEN coalesce($7 + t.wait_for, "
+						   "                         cdp.journey_next_local(b.pid, t.wait_until, $7)) "
+						   "                    WHEN 'wait_for' THEN $7 + t.timeout ELSE $7 END, "
+						   "        $7, b.event, b.props, "
+						   "        ((hashtextextended($1 || '/holdout/' || b.pid, 0) % 100) + 100) % 100 < $6, "
+						   "        CASE WHEN t.kind = 'wait_for' THEN t.event END, "
+						   "        CASE WHEN t.kind = 'wait_for' AND t.match IS NOT NULL "
+						   "             THEN (SELECT jsonb_object_agg(k, coalesce(b.props -> k, 'null')) "
+						   "                   FROM unnest(t.match) AS k) END "
+						   "        FROM b JOIN cdp.journey_steps t ON t.journey = $1 AND t.version = $2 "
+						   "         AND t.step = $3 "
+						   "        WHERE $4 = 'always' "
+						   "           OR NOT EXISTS (SELECT 1 FROM cdp.journey_states s "
+						   "                          WHERE s.profile_id = b.pid AND s.journey = $1 "
+						   "                            AND ($4 = 'never' OR s.entered_at > $7 - $5)) "
+						   "        RETURNING state_id, profile_id, due_at), "
+						   "l AS (INSERT INTO cdp.journey_log (state_id, profile_id, journey, version, "
+						   "      from_step, to_step, why, at) "
+						   "      SELECT state_id, profile_id, $1, $2, NULL, $3, 'entered', $7 FROM ins) "
+						   "SELECT state_id, due_at <= $7 FROM ins", 10, types);
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(v->journey);
 	args[1] = Int32GetDatum(v->version);
@@ -1263,21 +1465,20 @@ run_entry(JVersion *v, Batch *b, int64 **new_ids, int *nnew, char ***new_steps)
 	args[7] = cdp_int8_array(pids, k);
 	args[8] = cdp_text_array(events, k);
 	args[9] = cdp_jsonb_array(props, k);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_cdp: could not enter journey states");
 	if (SPI_processed == 0)
 		return;
-	*new_ids = *new_ids ? repalloc(*new_ids, sizeof(int64) * (*nnew + SPI_processed)) :
+	*nnew += SPI_processed;
+	*due = *due ? repalloc(*due, sizeof(int64) * (*ndue + SPI_processed)) :
 		palloc(sizeof(int64) * SPI_processed);
-	*new_steps = *new_steps ? repalloc(*new_steps, sizeof(char *) * (*nnew + SPI_processed)) :
-		palloc(sizeof(char *) * SPI_processed);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
+		Datum		now_due = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
 
-		(*new_ids)[*nnew] = getint8(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-		(*new_steps)[*nnew] = v->first_step;
-		(*nnew)++;
+		if (!isnull && DatumGetBool(now_due))
+			(*due)[(*ndue)++] = getint8(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 	}
 }
 
@@ -1291,11 +1492,11 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 {
 	Batch		b = {0};
 	Moves		m = {0};
-	int64	   *new_ids = NULL;
-	char	  **new_steps = NULL;
-	int			nnew = 0;
 	int64	   *again;
 	int			nagain;
+	int			nnew = 0;
+	bool		moved = false;
+	int			roles = 0;
 
 	load_journeys();
 	if (!cache.present || cache.nversions == 0)
@@ -1303,9 +1504,10 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 	for (int i = 0; i < nmsgs; i++)
 	{
 		CdpMessage *msg = &msgs[i];
+		int			r;
 
 		if (msg->err.sqlerrcode || msg->duplicate || msg->event == NULL ||
-			!event_wanted(msg->event))
+			(r = event_roles(msg->event)) == 0)
 			continue;
 		if (b.n == 0)
 		{
@@ -1319,35 +1521,34 @@ journey_events_written(CdpMessage *msgs, int nmsgs)
 		b.props[b.n] = msg->properties;
 		b.times[b.n] = msg->occurred_at;
 		b.n++;
+		roles |= r;
 	}
 	if (b.n == 0)
 		return;
 
-	run_exits(&b, &m);
-	(void) apply_moves(&m, &again);
-	run_goals(&b);
-	run_wait_fors(&b, &m);
-	nagain = apply_moves(&m, &again);
-	for (int v = 0; v < cache.nversions; v++)
-		if (cache.versions[v].current)
-			run_entry(&cache.versions[v], &b, &new_ids, &nnew, &new_steps);
-	for (int i = 0; i < nnew; i++)
-		moves_add(&m, new_ids[i], new_steps[i], "entered", false, 0);
-	if (nnew > 0)
+	/* only the statements some event of the batch can concern */
+	if (roles & ROLE_EXIT)
 	{
-		int64	   *entered;
-		int			k = apply_moves(&m, &entered);
-
-		if (k > 0)
-		{
-			again = again ? repalloc(again, sizeof(int64) * (nagain + k)) :
-				palloc(sizeof(int64) * k);
-			memcpy(again + nagain, entered, sizeof(int64) * k);
-			nagain += k;
-		}
+		run_exits(&b, &m);
+		(void) apply_moves(&m, &again);
 	}
+	if (roles & ROLE_GOAL)
+		run_goals(&b);
+	nagain = 0;
+	again = NULL;
+	if (roles & ROLE_WAIT_FOR)
+	{
+		run_wait_fors(&b, &m);
+		moved = m.n > 0;
+		nagain = apply_moves(&m, &again);
+	}
+	if (roles & ROLE_ENTRY)
+		for (int v = 0; v < cache.nversions; v++)
+			if (cache.versions[v].current)
+				run_entry(&cache.versions[v], &b, &nnew, &again, &nagain);
 	if (nagain > 0)
 		(void) run_states(again, nagain);
-	if (nnew > 0 || nagain > 0)
+	/* a state may now be due sooner than the worker's next wake-up */
+	if (moved || nnew > 0)
 		cdp_wake_worker_at_commit();
 }

@@ -113,6 +113,10 @@ static bool cache_stale_here = true;
 static char *lease_holder = NULL;
 static TimestampTz last_due_check = 0;
 
+/* the worker's last look at expired leases and old messages, and whether it left more */
+static TimestampTz last_upkeep = 0;
+static bool upkeep_more = false;
+
 static int64 task_outbox(bool *more);
 
 static const CdpProfileTable outbox_tables[] = {
@@ -534,6 +538,130 @@ cdp_enqueue(PG_FUNCTION_ARGS)
 	if (pending && not_before <= now)
 		Async_Notify(OUTBOX_NOTIFY_CHANNEL, c->name);
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * cdp_enqueue_many enqueues n messages of one channel and template in one
+ * statement, each through the policy as cdp.enqueue does, due now, each
+ * with its dedupe key (required): ids[i] gets the message of row i (the one
+ * already there when the key was used before), 0 when its profile does not
+ * exist.  Raises what cdp.enqueue raises for the channel, the template and
+ * a payload.
+ */
+void
+cdp_enqueue_many(const char *channel, const char *template, int n, const int64 *profile_ids,
+				 Jsonb **payloads, char **dedupe_keys, int64 *ids)
+{
+	static SPIPlanPtr plan = NULL;
+	const CdpChannel *c;
+	const CdpTemplate *t;
+	TimestampTz now = cdp_now();
+	Datum		values[9];
+	char		nulls[9];
+	bool		pending = false;
+
+	if (n == 0)
+		return;
+	SPI_connect();
+	c = cdp_outbox_channel(channel);
+	if (c == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown channel \"%s\"", channel),
+				 errhint("Channels are rows of cdp.channels.")));
+	t = find_template(template);
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown template \"%s\"", template),
+				 errhint("Templates are rows of cdp.templates.")));
+	if (strcmp(t->channel, c->name) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("template \"%s\" is for channel \"%s\", not \"%s\"",
+						template, t->channel, c->name)));
+	for (int i = 0; i < n; i++)
+	{
+		if (dedupe_keys[i] == NULL || strlen(dedupe_keys[i]) > MAX_DEDUPE_KEY_BYTES)
+			elog(ERROR, "pg_cdp: a batch enqueue needs a dedupe key of at most %d bytes per message",
+				 MAX_DEDUPE_KEY_BYTES);
+		if (!JB_ROOT_IS_OBJECT(payloads[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("payload must be a JSON object")));
+		if (VARSIZE(payloads[i]) - VARHDRSZ > c->max_payload_bytes)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("payload is too large for channel \"%s\"", c->name),
+					 errdetail("It takes %d bytes; the channel's max_payload_bytes is %d.",
+							   (int) (VARSIZE(payloads[i]) - VARHDRSZ), c->max_payload_bytes),
+					 errhint("Send large content by reference, or raise the channel's max_payload_bytes.")));
+	}
+	if (plan == NULL)
+	{
+		Oid			types[9] = {INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID, BOOLOID, TEXTOID, TEXTOID};
+
+		plan = cdp_prepare(
+			"WITH b AS (SELECT * FROM unnest($1::int8[], $2::jsonb[], $3::text[]) WITH ORDINALITY "
+			"           AS b(pid, payload, dedupe_key, i)), "
+			"ins AS (INSERT INTO cdp.outbox AS o (profile_id, channel, template, payload, dedupe_key, "
+			"        not_before, status, reason, enqueued_at, status_at, finished_at) "
+			"        SELECT b.pid, $4, $5, b.payload, b.dedupe_key, $6, "
+			"        CASE WHEN v.reason IS NULL THEN 'pending' ELSE 'suppressed' END, v.reason, $6, $6, "
+			"        CASE WHEN v.reason IS NOT NULL THEN $6 END "
+			"        FROM b CROSS JOIN LATERAL (SELECT "
+			CDP_POLICY_ENQUEUE_SQL_OVER("b.pid", "$7", "$8", "$9") " AS reason OFFSET 0) v "
+			"        WHERE EXISTS (SELECT 1 FROM cdp.profiles p WHERE p.profile_id = b.pid) "
+			"        ORDER BY b.i "
+			"        ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING "
+			"        RETURNING outbox_id, dedupe_key, status = 'pending' AS pending) "
+			"SELECT b.i, coalesce(ins.outbox_id, (SELECT x.outbox_id FROM cdp.outbox x "
+			"                                      WHERE x.dedupe_key = b.dedupe_key)), "
+			"       coalesce(ins.pending, false) "
+			"FROM b LEFT JOIN ins ON ins.dedupe_key = b.dedupe_key",
+			9, types);
+	}
+	values[0] = cdp_int8_array((int64 *) profile_ids, n);
+	values[1] = cdp_jsonb_array(payloads, n);
+	values[2] = cdp_text_array(dedupe_keys, n);
+	values[3] = CStringGetTextDatum(c->name);
+	values[4] = CStringGetTextDatum(t->name);
+	values[5] = TimestampTzGetDatum(now);
+	values[6] = BoolGetDatum(c->requires_consent);
+	values[7] = CStringGetTextDatum(c->purpose);
+	values[8] = c->address_type ? CStringGetTextDatum(c->address_type) : (Datum) 0;
+	memset(nulls, ' ', sizeof(nulls));
+	if (!c->address_type)
+		nulls[8] = 'n';
+	{
+		int			nestlevel = NewGUCNestLevel();
+		int			rc;
+
+		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
+		AtEOXact_GUC(true, nestlevel);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_cdp: could not enqueue: %s", SPI_result_code_string(rc));
+	}
+	memset(ids, 0, sizeof(int64) * n);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		id = SPI_getbinval(tup, desc, 2, &isnull);
+
+		if (!isnull && i >= 1 && i <= n)
+			ids[i - 1] = DatumGetInt64(id);
+		if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			pending = true;
+	}
+	SPI_finish();
+	if (pending)
+		Async_Notify(OUTBOX_NOTIFY_CHANNEL, c->name);
 }
 
 /* Tokens a rate-limited channel may spend now, at most max. */
@@ -1095,7 +1223,7 @@ cdp_replay_channel(PG_FUNCTION_ARGS)
  * The worker task: expired leases go back to pending, channels whose
  * messages became due (a retry, a deferral, an expired lease, a message
  * enqueued for later) are notified, and finished messages older than
- * cdp.outbox_retention are deleted.
+ * cdp.outbox_retention are deleted (by the worker at most once a second).
  */
 static int64
 task_outbox(bool *more)
@@ -1107,6 +1235,7 @@ task_outbox(bool *more)
 	TimestampTz cutoff;
 	Datum		values[3];
 	int64		done = 0;
+	bool		upkeep = true;
 
 	if (!OidIsValid(get_relname_relid("outbox", get_namespace_oid("cdp", true))))
 		return 0;
@@ -1122,16 +1251,35 @@ task_outbox(bool *more)
 							   "SELECT 1 FROM cdp.outbox o WHERE o.channel = c.name "
 							   "AND o.finished_at IS NULL AND o.status <> 'leased' "
 							   "AND o.not_before > $2 AND o.not_before <= $1)", 2, types);
-		cleanup_plan = cdp_prepare("DELETE FROM cdp.outbox WHERE outbox_id IN ("
+		/*
+		 * Materialized: planned while the outbox was empty, a semi join
+		 * would run the scan again for every message.
+		 */
+		cleanup_plan = cdp_prepare("WITH d AS MATERIALIZED ("
 								   "SELECT outbox_id FROM cdp.outbox WHERE finished_at < $1 "
-								   "ORDER BY outbox_id LIMIT $3)", 3, types);
+								   "ORDER BY outbox_id LIMIT $3) "
+								   "DELETE FROM cdp.outbox o USING d WHERE o.outbox_id = d.outbox_id",
+								   3, types);
 	}
+
+	/*
+	 * Expired leases and old messages are found by reading every unfinished
+	 * message: the worker, whose rounds follow each other closely when it
+	 * is busy, does it at most once a second (cdp.tick() every time).
+	 */
+	if (MyBackendType == B_BG_WORKER && !upkeep_more && last_upkeep != 0 &&
+		now >= last_upkeep && now - last_upkeep < USECS_PER_SEC)
+		upkeep = false;
+
 	values[0] = TimestampTzGetDatum(now);
-	cdp_spi_exec(expire_plan, values, SPI_OK_UPDATE_RETURNING);
-	done += SPI_processed;
-	for (uint64 i = 0; i < SPI_processed; i++)
-		Async_Notify(OUTBOX_NOTIFY_CHANNEL,
-					 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (upkeep)
+	{
+		cdp_spi_exec(expire_plan, values, SPI_OK_UPDATE_RETURNING);
+		done += SPI_processed;
+		for (uint64 i = 0; i < SPI_processed; i++)
+			Async_Notify(OUTBOX_NOTIFY_CHANNEL,
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	}
 
 	values[1] = TimestampTzGetDatum(last_due_check ? last_due_check : DT_NOBEGIN);
 	cdp_spi_exec(due_plan, values, SPI_OK_SELECT);
@@ -1146,11 +1294,15 @@ task_outbox(bool *more)
 																		 CStringGetDatum(outbox_retention),
 																		 ObjectIdGetDatum(InvalidOid),
 																		 Int32GetDatum(-1))));
+	if (!upkeep)
+		return done;
 	values[0] = TimestampTzGetDatum(cutoff);
 	values[2] = Int32GetDatum(outbox_cleanup_batch);
 	cdp_spi_exec(cleanup_plan, values, SPI_OK_DELETE);
 	done += SPI_processed;
-	if (SPI_processed >= (uint64) outbox_cleanup_batch)
+	upkeep_more = SPI_processed >= (uint64) outbox_cleanup_batch;
+	if (upkeep_more)
 		*more = true;
+	last_upkeep = now;
 	return done;
 }

@@ -13,6 +13,7 @@
 
 #include "datatype/timestamp.h"
 #include "utils/date.h"
+#include "utils/jsonb.h"
 
 /* a channel as the outbox and the policy read it */
 typedef struct CdpChannel
@@ -41,6 +42,11 @@ extern int	cdp_contact_cap_per_week;
 extern void cdp_outbox_init(void);
 extern Size cdp_outbox_shmem_size(void);
 extern void cdp_outbox_shmem_init(void);
+
+/* n messages of one channel and template through the policy, due now (outbox.c) */
+extern void cdp_enqueue_many(const char *channel, const char *template, int n,
+							 const int64 *profile_ids, Jsonb **payloads, char **dedupe_keys,
+							 int64 *ids);
 
 /* the channel named, from the backend's cache; NULL when unknown */
 extern const CdpChannel *cdp_outbox_channel(const char *name);

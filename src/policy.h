@@ -19,20 +19,24 @@
 #include "outbox.h"
 
 /*
- * Why a message may not be enqueued, or NULL: an SQL expression over
- * cdp.enqueue's statement parameters ($1 the profile, $7 whether the
- * channel needs consent, $8 its purpose, $9 its address type or NULL).
+ * Why a message may not be enqueued, or NULL: an SQL expression over the
+ * profile (pid), whether the channel needs consent, its purpose and its
+ * address type or NULL, each an SQL expression itself.  cdp.enqueue reads
+ * them from its statement parameters ($1, $7, $8, $9), a batch from its
+ * rows (cdp_enqueue_many).
  */
-#define CDP_POLICY_ENQUEUE_SQL \
-	"CASE WHEN $7 AND (SELECT k.granted FROM cdp.consents k " \
-	"WHERE k.profile_id = $1 AND k.purpose = $8) IS DISTINCT FROM true " \
-	"THEN CASE WHEN EXISTS (SELECT 1 FROM cdp.consents k WHERE k.profile_id = $1 AND k.purpose = $8) " \
-	"THEN 'consent withdrawn for ' || $8 ELSE 'no consent for ' || $8 END " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9) THEN 'no ' || $9 || ' address' " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
+#define CDP_POLICY_ENQUEUE_SQL_OVER(pid, consent, purpose, atype) \
+	"CASE WHEN " consent " AND (SELECT k.granted FROM cdp.consents k " \
+	"WHERE k.profile_id = " pid " AND k.purpose = " purpose ") IS DISTINCT FROM true " \
+	"THEN CASE WHEN EXISTS (SELECT 1 FROM cdp.consents k WHERE k.profile_id = " pid \
+	" AND k.purpose = " purpose ") " \
+	"THEN 'consent withdrawn for ' || " purpose " ELSE 'no consent for ' || " purpose " END " \
+	"WHEN " atype "::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
+	"WHERE i.profile_id = " pid " AND i.type = " atype ") THEN 'no ' || " atype " || ' address' " \
+	"WHEN " atype "::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
+	"WHERE i.profile_id = " pid " AND i.type = " atype " AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
 	"WHERE s.address = i.value AND s.address_type = i.type)) THEN 'address suppressed' END"
+#define CDP_POLICY_ENQUEUE_SQL CDP_POLICY_ENQUEUE_SQL_OVER("$1", "$7", "$8", "$9")
 
 /*
  * The claim: locks up to $3 due messages of channel $1 at $2, at most one
@@ -41,6 +45,13 @@
  * quiet hours on, $8 and $9 their start and end, $10 and $11 the
  * channel's caps per day and week, $12 and $13 the caps across channels
  * (0: none).
+ *
+ * The earlier-message test is a subplan probing outbox_open per candidate
+ * (OFFSET 0 keeps the planner from turning it into an anti join): on a
+ * freshly filled outbox with no statistics yet, the anti join it would
+ * choose scans the whole channel for every candidate.  Likewise the
+ * address test probes per message rather than hashing every identity of
+ * the type.
  */
 #define CDP_POLICY_CLAIM_SQL \
 	"WITH c AS (SELECT o.outbox_id, o.dedupe_key, o.profile_id, o.template, o.payload, o.attempts " \
@@ -48,7 +59,7 @@
 	"AND (o.status <> 'leased' OR o.lease_until <= $2) " \
 	"AND NOT EXISTS (SELECT 1 FROM cdp.outbox e WHERE e.profile_id = o.profile_id " \
 	"AND e.channel = $1 AND e.finished_at IS NULL AND e.outbox_id < o.outbox_id " \
-	"AND (e.status IN ('leased', 'retry') OR e.not_before <= $2)) " \
+	"AND (e.status IN ('leased', 'retry') OR e.not_before <= $2) OFFSET 0) " \
 	"ORDER BY o.not_before, o.outbox_id LIMIT $3 FOR UPDATE OF o SKIP LOCKED) " \
 	"SELECT c.outbox_id, c.dedupe_key, c.profile_id, c.template, c.payload, c.attempts, p.traits, " \
 	"(NOT $5 OR coalesce((SELECT k.granted FROM cdp.consents k " \
@@ -56,7 +67,7 @@
 	"CASE WHEN $6 <> '' THEN (SELECT i.value FROM cdp.identities i " \
 	"WHERE i.profile_id = c.profile_id AND i.type = $6 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
 	"WHERE s.address = i.value AND s.address_type = i.type) ORDER BY i.first_seen_at DESC, i.value LIMIT 1) END, " \
-	"$6 = '' OR EXISTS (SELECT 1 FROM cdp.identities i WHERE i.profile_id = c.profile_id AND i.type = $6), " \
+	"$6 = '' OR EXISTS (SELECT 1 FROM cdp.identities i WHERE i.profile_id = c.profile_id AND i.type = $6 OFFSET 0), " \
 	"CASE WHEN $7 THEN cdp.quiet_until($2, z.zone, $8, $9) END, " \
 	"CASE WHEN $10 > 0 THEN (SELECT count(*) FROM cdp.outbox h WHERE h.profile_id = c.profile_id " \
 	"AND h.channel = $1 AND h.outbox_id <> c.outbox_id " \

@@ -204,7 +204,9 @@ cdp_prepare(const char *sql, int nargs, Oid *argtypes)
  * plans are generic and cached, and one made while a table was small (a
  * fresh install, a bulk load before autovacuum's first ANALYZE) would keep
  * scanning it whole as it grows, so seq scans and hash and merge joins are
- * off whenever our statements are planned.
+ * off whenever our statements are planned.  JIT is off too: compiling
+ * costs more than such a statement's whole run, and the costs inflated by
+ * the disabled plan types would otherwise cross jit_above_cost.
  */
 void
 cdp_spi_exec(SPIPlanPtr plan, Datum *values, int expected)
@@ -224,6 +226,8 @@ cdp_spi_exec_limit(SPIPlanPtr plan, Datum *values, int expected, long tcount)
 	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	rc = SPI_execute_plan(plan, values, NULL, false, tcount);
 	AtEOXact_GUC(true, nestlevel);

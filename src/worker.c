@@ -9,8 +9,9 @@
  * drain, partition upkeep, and later dirty segments, due journey steps,
  * expired outbox leases).  The worker runs each task in its own
  * transaction, or lets the task drive its own, catches its errors so that
- * one bad round cannot kill the loop, and sleeps on its latch for
- * cdp.naptime when no task found work.  Writers set the latch at commit
+ * one bad round cannot kill the loop, and sleeps on its latch when no task
+ * found work: for cdp.naptime, or until the earliest time a task said it
+ * has work due (a journey's wait ending), whichever comes first.  Writers set the latch at commit
  * (status.c), so new inbox rows do not wait for the nap to end.
  * cdp.tick() runs one round in the caller's transaction, which is how
  * pg_cron, a server without the worker, and time-driven tests drive it.
@@ -82,6 +83,15 @@ static int	my_slot = -1;
 
 /* set once the process is connected to cdp.database */
 static bool connected = false;
+
+/* the earliest next_due the tasks of this round reported (DT_NOEND: none) */
+static TimestampTz round_next_due = DT_NOEND;
+
+/*
+ * A task reported work due now that its run did not take (another session
+ * holds it): look again this much later rather than spin.
+ */
+#define DUE_RETRY_MS 10
 
 void
 cdp_worker_init(void)
@@ -229,6 +239,12 @@ run_task(const CdpTask *task, bool *more)
 		{
 			SPI_connect();
 			task->run(more);
+			if (task->next_due && !*more)
+			{
+				TimestampTz due = task->next_due();
+
+				round_next_due = Min(round_next_due, due);
+			}
 			SPI_finish();
 			cdp_task_commit();
 		}
@@ -287,7 +303,8 @@ begin_round(MemoryContext round_cxt)
 
 /*
  * End of a round: straight on when there is more to do, else sleep on the
- * latch for cdp.naptime, or longer after repeated failures rather than
+ * latch for cdp.naptime or until the earliest time a task said it has work
+ * due, whichever comes first; longer after repeated failures rather than
  * spin on them.
  */
 static void
@@ -299,6 +316,18 @@ end_round(bool more, int failures)
 		nap = Min((long) cdp_naptime * (1L << Min(failures, 6)), 60000L);
 	else if (more)
 		return;
+	else if (round_next_due != DT_NOEND)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		until;
+
+		if (round_next_due <= now)
+			until = DUE_RETRY_MS;
+		else
+			/* rounded up: waking a little early would find nothing due */
+			until = (long) ((round_next_due - now + 999) / 1000);
+		nap = Min(nap, until);
+	}
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 nap, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
@@ -461,6 +490,7 @@ worker_loop(int slot)
 
 		begin_round(round_cxt);
 		extension_missing = false;
+		round_next_due = DT_NOEND;
 		for (int t = 0; t < ntasks && !extension_missing && cdp_worker_enabled; t++)
 		{
 			bool		more = false;

@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 /*
  * A task does one bounded unit of work and returns how much it did; a
  * task that found more to do sets *more, and the worker starts another
@@ -23,6 +25,13 @@
  * inbox drain resolves in one and writes in the next).  release, if any,
  * runs after every drive, whether it failed or not, and when the process
  * exits.
+ *
+ * next_due, if any, tells the worker when the task next has work that only
+ * time makes due (a journey's wait): the worker calls it after a run that
+ * found no more to do, in the run's transaction, and sleeps no longer than
+ * until then.  It returns DT_NOEND when the task knows of no such work.
+ * Work made due by other backends wakes the worker through its latch
+ * (cdp_wake_worker_at_commit).
  */
 typedef struct CdpTask
 {
@@ -30,6 +39,7 @@ typedef struct CdpTask
 	int64		(*run) (bool *more);
 	int64		(*drive) (int slot, bool *more);
 	void		(*release) (int slot);
+	TimestampTz (*next_due) (void);
 	bool		helpers;		/* the worker's helpers run it too */
 } CdpTask;
 
