@@ -11,7 +11,8 @@
  * different ones), then locks the rows cdp.customers is made of for those
  * profiles (cdp.profiles and cdp.profile_traits, FOR SHARE; a missing
  * cdp.profile_traits row is inserted, which waits for a writer inserting
- * it), and only then deletes the marks.  A writer changes those rows
+ * it; rows already there are left out by an anti-join first, as most are),
+ * and only then deletes the marks.  A writer changes those rows
  * before it marks (ingest.c), so a writer still running holds a lock and
  * is waited for, and its changes are seen by the statements that follow;
  * a writer that comes later waits for this transaction, then finds its
@@ -470,6 +471,8 @@ evaluate_marks(bool *more)
 		make_traits = cdp_prepare("INSERT INTO cdp.profile_traits (profile_id) "
 								  "SELECT p.profile_id FROM cdp.profiles p "
 								  "WHERE p.profile_id = ANY($2) "
+								  "AND NOT EXISTS (SELECT FROM cdp.profile_traits t "
+								  "                WHERE t.profile_id = p.profile_id) "
 								  "AND EXISTS (SELECT FROM cdp.trait_definitions WHERE kind = 'computed') "
 								  "ORDER BY 1 ON CONFLICT DO NOTHING", 2, argtypes);
 		unmark = cdp_prepare("DELETE FROM cdp.profile_changes WHERE profile_id = ANY($2)",
