@@ -104,13 +104,26 @@ END
 $$;
 
 -- n people's events in one transaction (the caller commits): each of them
--- is marked changed, for the worker to evaluate in one batch.
-CREATE FUNCTION bench_seg.touch(n int, people int, round int, event text DEFAULT 'Order Completed')
-RETURNS bigint LANGUAGE sql AS $$
-    SELECT count(cdp.track(jsonb_build_object('user_id', 'u-' || pid), event,
-                           jsonb_build_object('sku', 'SKU-' || (pid % 50), 'price', 20 + pid % 70)))
-    FROM (SELECT DISTINCT 1 + ((g::bigint * 104729 + round::bigint * 15485863) % people) AS pid
-          FROM generate_series(1, n) g) s;
+-- is marked changed, for the worker to evaluate in one batch. In the order
+-- of their profiles, as the worker locks them: a writer of many profiles in
+-- another order deadlocks with the worker's evaluation.
+CREATE OR REPLACE FUNCTION bench_seg.touch(n int, people int, round int, event text DEFAULT 'Order Completed')
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    k bigint := 0;
+BEGIN
+    FOR r IN SELECT DISTINCT i.profile_id, s.pid
+             FROM (SELECT 1 + ((g::bigint * 104729 + round::bigint * 15485863) % people) AS pid
+                   FROM generate_series(1, n) g) s
+             JOIN cdp.identities i ON i.type = 'user_id' AND i.value = 'u-' || s.pid
+             ORDER BY i.profile_id LOOP
+        PERFORM cdp.track(jsonb_build_object('user_id', 'u-' || r.pid), event,
+                          jsonb_build_object('sku', 'SKU-' || (r.pid % 50), 'price', 20 + r.pid % 70));
+        k := k + 1;
+    END LOOP;
+    RETURN k;
+END
 $$;
 
 -- (c): the delays from a probe event's commit to its segment change.
