@@ -16,6 +16,11 @@
 #      windowed, and 20 real-time segments once segments exist): the bulk
 #      path and cdp.track with them defined vs without, side by side, in
 #      rounds; the median round counts.              target: ratio >= 0.6
+#   6. segments (test/bench/segments.sh, its own data: BENCH_SEGMENT_PROFILES
+#      people): a full refresh vs CREATE TABLE AS (<= 1.5x), 10k changed
+#      profiles x 20 segments (< 200 ms, >= 100x REFRESH MATERIALIZED VIEW
+#      CONCURRENTLY), freshness under 8 pgbench clients (p99 < 500 ms), and
+#      the worker's memory over a soak and a backfill
 #   4. the HTTP collector (test/bench/collector.sh): peak messages/s into
 #      cdp.inbox vs a plain COPY of the same lines (target >= 0.5), p99
 #      latency with 8 connections (< 50 ms), single /v1/track requests/s,
@@ -54,6 +59,8 @@
 #   BENCH_KEEP=1                leave the data directory behind (server stopped)
 #   BENCH_COLLECTOR=0           skip benchmark 4; COLLECTOR_SECONDS, SOAK_SECONDS tune it
 #   BENCH_TRAITS_ROUNDS=3       rounds of benchmark 5 (a drain without traits, one with)
+#   BENCH_SEGMENTS=0            skip benchmark 6; BENCH_SEGMENT_PROFILES (1000000) and
+#                               BENCH_SEGMENTS_SOAK (seconds, 600) tune it
 #   BENCH_OUTBOX=0              skip benchmark 7; OUTBOX_ROUNDS, OUTBOX_PEOPLE tune it
 #   BENCH_CONNECTOR=0           skip benchmark 8; BENCH_CONNECTOR_MESSAGES (100000) and
 #                               BENCH_CONNECTOR_SOAK (seconds, 600) tune it
@@ -595,6 +602,26 @@ echo "   ratios by round: ${T_RATIO[*]}; the median is round ${tm:-none}'s"
 if [ -n "$tm" ]; then
     verdict "5 bulk path with traits, rows/s" "$(calc "$BENCH_EVENTS / ${T_PLAIN[$tm]}" 0)" \
         "$(calc "$BENCH_EVENTS / ${T_TRAITS[$tm]}" 0)" "${T_RATIO[$tm]}" 0.6
+fi
+
+# ---- benchmark 6: segments ---------------------------------------------------
+
+if [ "${BENCH_SEGMENTS:-1}" = 1 ]; then
+    echo
+    echo "== benchmark 6: segments (test/bench/segments.sh)"
+    fresh_cdp
+    mkdir -p "$files/segments"
+    chmod 777 "$files/segments"
+    if BENCH_WORK=$files/segments BENCH_PGBENCH_SECONDS=$BENCH_PGBENCH_SECONDS \
+            bash test/bench/segments.sh; then :; else
+        echo "   the segments benchmark failed"
+        failures=$((failures + 1))
+    fi
+    while IFS='|' read -r name value base ratio target result; do
+        [ -n "$name" ] || continue
+        SUMMARY+=("$(printf '%-36s %14s %14s %8s %8s  %s' "6 $name" "$base" "$value" "$ratio" "$target" "$result")")
+        [ "$result" = FAIL ] && failures=$((failures + 1))
+    done < "$files/segments/summary"
 fi
 
 # ---- benchmark 4: the HTTP collector -----------------------------------------

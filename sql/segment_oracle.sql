@@ -140,11 +140,18 @@ SELECT * FROM mismatches();
 SELECT * FROM sizes;
 SELECT count(*) > 0 AS merged, count(*) FILTER (WHERE undone_at IS NOT NULL) AS unmerged FROM cdp.merges;
 SELECT cause, count(*) > 0 AS seen FROM cdp.segment_changes GROUP BY cause ORDER BY cause;
--- every change but a merged loser's exit is an event on the profile
+-- every change is an event on the profile but a merge's own moves: a
+-- loser's exit, and its winner's entry into a segment the loser was in
 SELECT (SELECT count(*) FROM cdp.events WHERE event IN ('Segment Entered', 'Segment Exited'))
      = (SELECT count(*) FROM cdp.segment_changes c
         WHERE NOT (c.cause = 'merge' AND c.change = 'exited'
-                   AND c.profile_id IN (SELECT loser_id FROM cdp.merges))) AS one_event_per_change;
+                   AND c.profile_id IN (SELECT loser_id FROM cdp.merges))
+          AND NOT (c.cause = 'merge' AND c.change = 'entered'
+                   AND EXISTS (SELECT FROM cdp.segment_changes l
+                               JOIN cdp.merges g ON g.loser_id = l.profile_id
+                               WHERE g.winner_id = c.profile_id AND l.segment_id = c.segment_id
+                                 AND l.cause = 'merge' AND l.change = 'exited' AND l.at = c.at
+                                 AND l.change_id < c.change_id))) AS one_event_per_change;
 -- (the oracle sees a member that should not be there, and one missing)
 BEGIN;
 DELETE FROM cdp.segment_members

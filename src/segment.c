@@ -18,7 +18,7 @@
  *
  * Members, history and pending profiles follow merges, unmerges and
  * erasures through the registry.  A merge retires the losers: their
- * memberships end (an exit with cause merge) and the winner, marked
+ * memberships move to the winner (see segment_tables), which, marked
  * changed by the merge, is evaluated again.  An unmerge marks both sides
  * and leaves rows where they are for that evaluation to put right.  An
  * erasure removes every row of the person, history included.
@@ -93,17 +93,39 @@ cdp_segments_pin(bool pin)
 
 static const CdpProfileTable segment_tables[] = {
 	{
-		/* the losers' memberships end; the winner is evaluated again */
+		/*
+		 * The losers' memberships move to their winner (the person stays
+		 * in), logged as the loser's exit and the winner's entry, both of
+		 * cause merge and without events: the person's timeline, which the
+		 * losers' events join, already has the entry.  The winner, marked
+		 * changed by the merge, is evaluated again, and leaves with a
+		 * Segment Exited event only if the merged person no longer
+		 * qualifies.
+		 */
 		.name = "segment_members",
 		.relation = "cdp.segment_members",
 		.order = 600,
 		.on_merge = CDP_ROWS_SQL,
-		.merge_sql = DROP_MEMBERS_SQL
-		", x AS (DELETE FROM cdp.segment_members m WHERE m.profile_id = ANY($1) "
-		"        RETURNING m.segment_id, m.profile_id) "
+		.merge_sql =
+		"WITH x AS (DELETE FROM cdp.segment_members m WHERE m.profile_id = ANY($1) "
+		"           RETURNING m.segment_id, m.profile_id, m.entered_at), "
+		"w AS (SELECT DISTINCT ON (y.segment_id, y.winner) y.segment_id, y.winner, y.entered_at "
+		"      FROM (SELECT x.segment_id, x.entered_at, "
+		"                   ($2::int8[])[array_position($1::int8[], x.profile_id)] AS winner "
+		"            FROM x) y "
+		"      ORDER BY y.segment_id, y.winner, y.entered_at), "
+		"moved AS (INSERT INTO cdp.segment_members AS m (segment_id, profile_id, entered_at) "
+		"          SELECT w.segment_id, w.winner, w.entered_at FROM w ORDER BY 1, 2 "
+		"          ON CONFLICT DO NOTHING RETURNING m.segment_id, m.profile_id), "
+		"c AS (SELECT x.segment_id, x.profile_id, 'exited' AS change, 0 AS k FROM x "
+		"      UNION ALL SELECT moved.segment_id, moved.profile_id, 'entered', 1 FROM moved), "
+		"u AS (UPDATE cdp.segments s SET members = s.members + d.n "
+		"      FROM (SELECT c.segment_id, sum(CASE c.k WHEN 0 THEN -1 ELSE 1 END) AS n "
+		"            FROM c GROUP BY c.segment_id) d "
+		"      WHERE s.segment_id = d.segment_id) "
 		"INSERT INTO cdp.segment_changes (segment_id, profile_id, change, at, cause) "
-		"SELECT x.segment_id, x.profile_id, 'exited', cdp.now(), 'merge' FROM x "
-		"ORDER BY x.segment_id, x.profile_id",
+		"SELECT c.segment_id, c.profile_id, c.change, cdp.now(), 'merge' FROM c "
+		"ORDER BY c.k, c.segment_id, c.profile_id",
 		.on_unmerge = CDP_ROWS_STAY,
 		.on_forget = CDP_ROWS_SQL,
 		.forget_sql = DROP_MEMBERS_SQL

@@ -11,7 +11,8 @@
  * different ones), then locks the rows cdp.customers is made of for those
  * profiles (cdp.profiles and cdp.profile_traits, FOR SHARE; a missing
  * cdp.profile_traits row is inserted, which waits for a writer inserting
- * it), and only then deletes the marks.  A writer changes those rows
+ * it; rows already there are left out by an anti-join first, as most are),
+ * and only then deletes the marks.  A writer changes those rows
  * before it marks (ingest.c), so a writer still running holds a lock and
  * is waited for, and its changes are seen by the statements that follow;
  * a writer that comes later waits for this transaction, then finds its
@@ -20,8 +21,12 @@
  * Then one statement per group of realtime segments (same level, same
  * owner, see segment.c), as their owner, in a subtransaction: the new
  * membership of the batch's profiles is computed from cdp.customers once,
- * each predicate filters it, members that are new are inserted (ON
- * CONFLICT DO NOTHING) and members no longer matching deleted, and only
+ * each predicate filters it, and the batch's members are read once:
+ * members that are new are inserted (most matching profiles are members
+ * already, and an anti-join leaves them out for far less than ON
+ * CONFLICT's speculative insertion of each; ON CONFLICT DO NOTHING stays
+ * for a concurrent evaluator's rows) and members no longer matching are
+ * deleted, and only
  * the rows those actually inserted or deleted (RETURNING) are logged in
  * cdp.segment_changes.  So two evaluators of the same profile log each
  * change once, whichever commits first.  Each logged change becomes a
@@ -142,15 +147,22 @@ batch_sql(SegmentDef **ss, int n)
 	for (int i = 0; i < n; i++)
 		appendStringInfo(&b, "%sSELECT %d AS segment_id, c.profile_id FROM c WHERE (\n%s\n)",
 						 i ? " UNION ALL " : "", ss[i]->id, ss[i]->predicate);
-	appendStringInfoString(&b, "), ins AS (INSERT INTO cdp.segment_members AS m (segment_id, profile_id, entered_at) "
-						   "SELECT n.segment_id, n.profile_id, $3 FROM n ORDER BY 1, 2 "
-						   "ON CONFLICT DO NOTHING RETURNING m.segment_id, m.profile_id), "
-						   "del AS (DELETE FROM cdp.segment_members m WHERE m.profile_id = ANY($1) "
-						   "AND m.segment_id IN (");
+
+	/* the batch's members now, read once for both directions */
+	appendStringInfoString(&b, "), o AS MATERIALIZED (SELECT m.segment_id, m.profile_id "
+						   "FROM cdp.segment_members m WHERE m.profile_id = ANY($1) AND m.segment_id IN (");
 	for (int i = 0; i < n; i++)
 		appendStringInfo(&b, "%s%d", i ? ", " : "", ss[i]->id);
-	appendStringInfoString(&b, ") AND NOT EXISTS (SELECT FROM n WHERE n.segment_id = m.segment_id "
-						   "AND n.profile_id = m.profile_id) RETURNING m.segment_id, m.profile_id) "
+	appendStringInfoString(&b, ")), ins AS (INSERT INTO cdp.segment_members AS m (segment_id, profile_id, entered_at) "
+						   "SELECT n.segment_id, n.profile_id, $3 FROM n "
+						   "WHERE NOT EXISTS (SELECT FROM o "
+						   "  WHERE o.segment_id = n.segment_id AND o.profile_id = n.profile_id) "
+						   "ORDER BY 1, 2 "
+						   "ON CONFLICT DO NOTHING RETURNING m.segment_id, m.profile_id), "
+						   "del AS (DELETE FROM cdp.segment_members m USING o "
+						   "WHERE m.segment_id = o.segment_id AND m.profile_id = o.profile_id "
+						   "AND NOT EXISTS (SELECT FROM n WHERE n.segment_id = o.segment_id "
+						   "AND n.profile_id = o.profile_id) RETURNING m.segment_id, m.profile_id) "
 						   "INSERT INTO cdp.segment_changes AS l (segment_id, profile_id, change, at, cause) "
 						   "SELECT x.segment_id, x.profile_id, x.change, $3, b.cause "
 						   "FROM (SELECT segment_id, profile_id, 'entered' AS change FROM ins "
@@ -459,6 +471,8 @@ evaluate_marks(bool *more)
 		make_traits = cdp_prepare("INSERT INTO cdp.profile_traits (profile_id) "
 								  "SELECT p.profile_id FROM cdp.profiles p "
 								  "WHERE p.profile_id = ANY($2) "
+								  "AND NOT EXISTS (SELECT FROM cdp.profile_traits t "
+								  "                WHERE t.profile_id = p.profile_id) "
 								  "AND EXISTS (SELECT FROM cdp.trait_definitions WHERE kind = 'computed') "
 								  "ORDER BY 1 ON CONFLICT DO NOTHING", 2, argtypes);
 		unmark = cdp_prepare("DELETE FROM cdp.profile_changes WHERE profile_id = ANY($2)",

@@ -31,7 +31,8 @@
 #      cdp.trait_batch_size profiles, so the bound does not depend on P).
 # Environment: BENCH_SEGMENT_PROFILES, BENCH_SEGMENTS_SOAK,
 # BENCH_PGBENCH_SECONDS (30, each side of c), BENCH_WORK (a directory for
-# its files; "summary" gets one line per result).
+# its files; "summary" gets one line per result). Exits non-zero only when
+# it could not run through.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../../scripts/common.sh"
@@ -211,4 +212,5 @@ echo "   backfill over $(q "SELECT count(*) FROM cdp.profiles") profiles in $(ca
      "worker RssAnon $before kB before, peak $peak kB"
 result "backfill_worker_rss_growth_mb" "$grow" "$((before / 1024))" "-" "<128" "$(lt "$grow" 128 && echo 1 || echo 0)"
 load
-[ "$failed" = 0 ]
+# the verdicts are in the summary; the exit status says whether it ran through
+echo "   $failed target(s) missed"

@@ -14,7 +14,7 @@ CREATE FUNCTION bench_seg.load(people int) RETURNS bigint LANGUAGE sql AS $$
                'event', CASE WHEN r < 0.6 THEN 'Product Viewed' WHEN r < 0.9 THEN 'Order Completed'
                              ELSE 'Checkout Started' END,
                'messageId', 's-' || g,
-               'userId', 'u-' || (1 + (g * 7919) % people),
+               'userId', 'u-' || (1 + (g::bigint * 7919) % people),
                'properties', json_build_object('sku', 'SKU-' || (g % 50), 'price', (g % 120) + 0.5),
                'timestamp', timestamptz '2026-11-19 12:00:00+00'
                             - (g % 4320) * interval '1 hour' - (g % 3600) * interval '1 second')::text
@@ -104,13 +104,26 @@ END
 $$;
 
 -- n people's events in one transaction (the caller commits): each of them
--- is marked changed, for the worker to evaluate in one batch.
-CREATE FUNCTION bench_seg.touch(n int, people int, round int, event text DEFAULT 'Order Completed')
-RETURNS bigint LANGUAGE sql AS $$
-    SELECT count(cdp.track(jsonb_build_object('user_id', 'u-' || pid), event,
-                           jsonb_build_object('sku', 'SKU-' || (pid % 50), 'price', 20 + pid % 70)))
-    FROM (SELECT DISTINCT 1 + ((g * 104729 + round * 15485863) % people) AS pid
-          FROM generate_series(1, n) g) s;
+-- is marked changed, for the worker to evaluate in one batch. In the order
+-- of their profiles, as the worker locks them: a writer of many profiles in
+-- another order deadlocks with the worker's evaluation.
+CREATE OR REPLACE FUNCTION bench_seg.touch(n int, people int, round int, event text DEFAULT 'Order Completed')
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    k bigint := 0;
+BEGIN
+    FOR r IN SELECT DISTINCT i.profile_id, s.pid
+             FROM (SELECT 1 + ((g::bigint * 104729 + round::bigint * 15485863) % people) AS pid
+                   FROM generate_series(1, n) g) s
+             JOIN cdp.identities i ON i.type = 'user_id' AND i.value = 'u-' || s.pid
+             ORDER BY i.profile_id LOOP
+        PERFORM cdp.track(jsonb_build_object('user_id', 'u-' || r.pid), event,
+                          jsonb_build_object('sku', 'SKU-' || (r.pid % 50), 'price', 20 + r.pid % 70));
+        k := k + 1;
+    END LOOP;
+    RETURN k;
+END
 $$;
 
 -- (c): the delays from a probe event's commit to its segment change.
