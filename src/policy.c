@@ -31,12 +31,24 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "clock.h"
@@ -85,6 +97,182 @@ cdp_policy_init(void)
 {
 	for (int i = 0; i < lengthof(policy_tables); i++)
 		cdp_register_profile_table(&policy_tables[i]);
+}
+
+/*
+ * An index scan of one of our tables by equality on the index's leading
+ * columns, in the caller's snapshot.
+ */
+typedef struct Probe
+{
+	Relation	heap;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	int			nkeys;
+} Probe;
+
+static Oid
+cdp_relid(Oid nsp, const char *name)
+{
+	Oid			relid = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_cdp: relation cdp.%s is missing", name);
+	return relid;
+}
+
+/* the index of heap named, else its primary key */
+static void
+probe_open(Probe *p, Oid nsp, const char *heap, const char *index)
+{
+	Oid			indexid;
+
+	p->heap = table_open(cdp_relid(nsp, heap), AccessShareLock);
+	indexid = index ? cdp_relid(nsp, index) : RelationGetPrimaryKeyIndex(p->heap);
+	if (!OidIsValid(indexid))
+		elog(ERROR, "pg_cdp: cdp.%s has no primary key", heap);
+	p->index = index_open(indexid, AccessShareLock);
+	p->slot = table_slot_create(p->heap, NULL);
+	p->scan = NULL;
+	p->nkeys = 0;
+}
+
+static void
+probe_key(Probe *p, RegProcedure eqproc, Datum value)
+{
+	int			col = p->nkeys++;
+
+	ScanKeyEntryInitialize(&p->keys[col], 0, col + 1, BTEqualStrategyNumber, InvalidOid,
+						   p->index->rd_indcollation[col], eqproc, value);
+}
+
+static void
+probe_start(Probe *p, Snapshot snap)
+{
+	if (p->scan == NULL)
+		p->scan = index_beginscan(p->heap, p->index, snap, p->nkeys, 0);
+	index_rescan(p->scan, p->keys, p->nkeys, NULL, 0);
+}
+
+static bool
+probe_next(Probe *p)
+{
+	return index_getnext_slot(p->scan, ForwardScanDirection, p->slot);
+}
+
+static void
+probe_close(Probe *p)
+{
+	if (p->scan)
+		index_endscan(p->scan);
+	ExecDropSingleTupleTableSlot(p->slot);
+	index_close(p->index, AccessShareLock);
+	table_close(p->heap, AccessShareLock);
+}
+
+static AttrNumber
+column(Probe *p, const char *name)
+{
+	AttrNumber	att = get_attnum(RelationGetRelid(p->heap), name);
+
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "pg_cdp: column %s of %s is missing", name, RelationGetRelationName(p->heap));
+	return att;
+}
+
+/*
+ * Why a message of channel c may not be enqueued to profile_id, or NULL;
+ * *exists says whether the profile exists.  Enqueue runs inside ingesting
+ * transactions, message after message, so these are index probes in the
+ * snapshot a statement would take now rather than a statement.
+ */
+char *
+cdp_policy_enqueue_reason(int64 profile_id, const CdpChannel *c, bool *exists)
+{
+	Oid			nsp = get_namespace_oid("cdp", false);
+	Snapshot	snap;
+	Probe		p;
+	char	   *reason = NULL;
+
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+
+	probe_open(&p, nsp, "profiles", NULL);
+	probe_key(&p, F_INT8EQ, Int64GetDatum(profile_id));
+	probe_start(&p, snap);
+	*exists = probe_next(&p);
+	probe_close(&p);
+	if (!*exists)
+	{
+		UnregisterSnapshot(snap);
+		return NULL;
+	}
+
+	if (c->requires_consent)
+	{
+		bool		found;
+		bool		granted = false;
+
+		probe_open(&p, nsp, "consents", NULL);
+		probe_key(&p, F_INT8EQ, Int64GetDatum(profile_id));
+		probe_key(&p, F_TEXTEQ, CStringGetTextDatum(c->purpose));
+		probe_start(&p, snap);
+		found = probe_next(&p);
+		if (found)
+		{
+			bool		isnull;
+			Datum		d = slot_getattr(p.slot, column(&p, "granted"), &isnull);
+
+			granted = !isnull && DatumGetBool(d);
+		}
+		probe_close(&p);
+		if (!granted)
+			reason = psprintf(found ? "consent withdrawn for %s" : "no consent for %s", c->purpose);
+	}
+
+	if (reason == NULL && c->address_type)
+	{
+		Probe		s;
+		AttrNumber	type_att;
+		AttrNumber	value_att;
+		bool		has_type = false;
+		bool		usable = false;
+
+		probe_open(&p, nsp, "identities", "identities_profile_id");
+		type_att = column(&p, "type");
+		value_att = column(&p, "value");
+		probe_key(&p, F_INT8EQ, Int64GetDatum(profile_id));
+		probe_start(&p, snap);
+		probe_open(&s, nsp, "suppressions", NULL);
+		while (!usable && probe_next(&p))
+		{
+			bool		isnull;
+			Datum		type = slot_getattr(p.slot, type_att, &isnull);
+			Datum		value;
+
+			if (isnull || strcmp(TextDatumGetCString(type), c->address_type) != 0)
+				continue;
+			has_type = true;
+			value = slot_getattr(p.slot, value_att, &isnull);
+			if (isnull)
+				continue;
+			s.nkeys = 0;
+			probe_key(&s, F_TEXTEQ, value);
+			probe_key(&s, F_TEXTEQ, type);
+			probe_start(&s, snap);
+			usable = !probe_next(&s);
+		}
+		probe_close(&s);
+		probe_close(&p);
+		if (!has_type)
+			reason = psprintf("no %s address", c->address_type);
+		else if (!usable)
+			reason = "address suppressed";
+	}
+	UnregisterSnapshot(snap);
+	return reason;
 }
 
 static const char *

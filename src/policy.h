@@ -19,22 +19,6 @@
 #include "outbox.h"
 
 /*
- * Why a message may not be enqueued, or NULL: an SQL expression over
- * cdp.enqueue's statement parameters ($1 the profile, $7 whether the
- * channel needs consent, $8 its purpose, $9 its address type or NULL).
- */
-#define CDP_POLICY_ENQUEUE_SQL \
-	"CASE WHEN $7 AND (SELECT k.granted FROM cdp.consents k " \
-	"WHERE k.profile_id = $1 AND k.purpose = $8) IS DISTINCT FROM true " \
-	"THEN CASE WHEN EXISTS (SELECT 1 FROM cdp.consents k WHERE k.profile_id = $1 AND k.purpose = $8) " \
-	"THEN 'consent withdrawn for ' || $8 ELSE 'no consent for ' || $8 END " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9) THEN 'no ' || $9 || ' address' " \
-	"WHEN $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cdp.identities i " \
-	"WHERE i.profile_id = $1 AND i.type = $9 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
-	"WHERE s.address = i.value AND s.address_type = i.type)) THEN 'address suppressed' END"
-
-/*
  * The claim: locks up to $3 due messages of channel $1 at $2, at most one
  * per person (the earliest unfinished one), and reads what the policy
  * needs.  $4 purpose, $5 consent needed, $6 address type ('' none), $7
@@ -90,6 +74,7 @@ typedef struct CdpPolicyRow
 } CdpPolicyRow;
 
 extern void cdp_policy_init(void);
+extern char *cdp_policy_enqueue_reason(int64 profile_id, const CdpChannel *c, bool *exists);
 extern void cdp_policy_read_row(HeapTuple tup, TupleDesc desc, const CdpChannel *c,
 								TimestampTz now, CdpPolicyRow *out);
 

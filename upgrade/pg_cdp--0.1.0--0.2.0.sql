@@ -870,6 +870,14 @@ CREATE TRIGGER channels_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp.templates
     FOR EACH STATEMENT EXECUTE FUNCTION cdp.outbox_config_changed();
 
+-- The statuses.  A domain rather than a CHECK of the table: the executor
+-- prepares a table's CHECK expressions at the start of every statement
+-- that writes the table, a domain's once per backend, and enqueue is one
+-- statement per message.
+CREATE DOMAIN cdp.outbox_status AS text
+    CHECK (VALUE IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
+                     'cancelled', 'suppressed'));
+
 -- The outbox.  A message moves pending -> leased -> delivered, or
 -- leased -> retry -> leased ... -> dead; policy moves it to suppressed
 -- (at enqueue), cancelled or deferred (at claim), always with a reason.
@@ -886,9 +894,7 @@ CREATE TABLE cdp.outbox (
     payload      jsonb NOT NULL,
     dedupe_key   text,
     not_before   timestamptz NOT NULL,
-    status       text NOT NULL
-                 CHECK (status IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
-                                   'cancelled', 'suppressed')),
+    status       cdp.outbox_status NOT NULL,
     reason       text,
     attempts     integer NOT NULL DEFAULT 0,
     lease_until  timestamptz,
