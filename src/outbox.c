@@ -612,9 +612,12 @@ cdp_claim(PG_FUNCTION_ARGS)
 	TimestampTz *not_befores;
 	char	  **addresses;
 	int			nleased = 0;
+	CdpPolicyRow *decided;
+	CdpZoneTimes **zones;
+	SPITupleTable *tt;
 	Datum		values[13];
 	bool		nulls[13];
-	Datum		params[13];
+	Datum		params[6];
 	MemoryContext callcxt = CurrentMemoryContext;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -649,10 +652,9 @@ cdp_claim(PG_FUNCTION_ARGS)
 
 	if (claim_plan == NULL)
 	{
-		Oid			types[13] = {TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, BOOLOID, TEXTOID,
-			BOOLOID, TIMEOID, TIMEOID, INT4OID, INT4OID, INT4OID, INT4OID};
+		Oid			types[6] = {TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, BOOLOID, TEXTOID};
 
-		claim_plan = cdp_prepare(CDP_POLICY_CLAIM_SQL, 13, types);
+		claim_plan = cdp_prepare(CDP_POLICY_CLAIM_SQL, 6, types);
 	}
 	params[0] = CStringGetTextDatum(c->name);
 	params[1] = TimestampTzGetDatum(now);
@@ -660,23 +662,69 @@ cdp_claim(PG_FUNCTION_ARGS)
 	params[3] = CStringGetTextDatum(c->purpose);
 	params[4] = BoolGetDatum(c->requires_consent);
 	params[5] = CStringGetTextDatum(c->address_type ? c->address_type : "");
-	params[6] = BoolGetDatum(c->has_quiet);
-	params[7] = TimeADTGetDatum(c->quiet_start);
-	params[8] = TimeADTGetDatum(c->quiet_end);
-	params[9] = Int32GetDatum(c->cap_per_day);
-	params[10] = Int32GetDatum(c->cap_per_week);
-	params[11] = Int32GetDatum(cdp_contact_cap_per_day);
-	params[12] = Int32GetDatum(cdp_contact_cap_per_week);
 	cdp_spi_exec(claim_plan, params, SPI_OK_SELECT);
 
 	n = SPI_processed;
+	tt = SPI_tuptable;
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	statuses = palloc(sizeof(char *) * Max(n, 1));
 	reasons = palloc(sizeof(char *) * Max(n, 1));
 	not_befores = palloc(sizeof(TimestampTz) * Max(n, 1));
 	addresses = palloc(sizeof(char *) * Max(n, 1));
+	decided = palloc(sizeof(CdpPolicyRow) * Max(n, 1));
+	zones = palloc(sizeof(CdpZoneTimes *) * Max(n, 1));
+
+	/*
+	 * The policy: what each message's row says, then its recipient's time
+	 * zone (worked out once per zone of the batch), then the caps of those
+	 * still to go, counted in one statement.
+	 */
 	{
-		SPITupleTable *tt = SPI_tuptable;
+		int			nzones = 0;
+		CdpZoneTimes *known = palloc(sizeof(CdpZoneTimes) * Max(n, 1));
+		int			ncapped = 0;
+		int64	   *cap_profiles = palloc(sizeof(int64) * Max(n, 1));
+		int64	   *cap_ids = palloc(sizeof(int64) * Max(n, 1));
+		CdpZoneTimes **cap_zones = palloc(sizeof(CdpZoneTimes *) * Max(n, 1));
+		int		   *cap_rows = palloc(sizeof(int) * Max(n, 1));
+		bool		caps = cdp_policy_counts_caps(c);
+
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = tt->vals[i];
+			bool		isnull;
+			Datum		tr = SPI_getbinval(tup, tt->tupdesc, CL_TRAITS + 1, &isnull);
+			const char *zone = cdp_policy_zone(isnull ? NULL : DatumGetJsonbP(tr));
+			int			z;
+
+			CHECK_FOR_INTERRUPTS();
+			for (z = 0; z < nzones; z++)
+				if (strcmp(known[z].zone, zone) == 0)
+					break;
+			if (z == nzones)
+				cdp_policy_zone_times(c, zone, now, &known[nzones++]);
+			zones[i] = &known[z];
+			ids[i] = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, CL_ID + 1, &isnull));
+			cdp_policy_read_row(tup, tt->tupdesc, c, zones[i], &decided[i]);
+			if (caps && strcmp(decided[i].status, "leased") == 0)
+			{
+				cap_profiles[ncapped] = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, CL_PROFILE + 1, &isnull));
+				cap_ids[ncapped] = ids[i];
+				cap_zones[ncapped] = zones[i];
+				cap_rows[ncapped++] = i;
+			}
+		}
+		if (ncapped > 0)
+		{
+			CdpCapCounts *counts = palloc(sizeof(CdpCapCounts) * ncapped);
+
+			cdp_policy_count_caps(c, ncapped, cap_profiles, cap_ids, cap_zones, counts);
+			for (int j = 0; j < ncapped; j++)
+				cdp_policy_apply_caps(c, cap_zones[j], &counts[j], &decided[cap_rows[j]]);
+		}
+	}
+
+	{
 		MemoryContext spicxt = MemoryContextSwitchTo(callcxt);
 
 		for (int i = 0; i < n; i++)
@@ -684,7 +732,7 @@ cdp_claim(PG_FUNCTION_ARGS)
 			HeapTuple	tup = tt->vals[i];
 			TupleDesc	desc = tt->tupdesc;
 			bool		isnull;
-			CdpPolicyRow pr;
+			CdpPolicyRow pr = decided[i];
 			const CdpTemplate *t;
 			CdpRenderContext rc;
 			char	   *missing = NULL;
@@ -693,8 +741,6 @@ cdp_claim(PG_FUNCTION_ARGS)
 			char	   *body_html = NULL;
 
 			CHECK_FOR_INTERRUPTS();
-			ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			cdp_policy_read_row(tup, desc, c, now, &pr);
 			statuses[i] = pr.status;
 			reasons[i] = pr.reason;
 			not_befores[i] = pr.not_before;

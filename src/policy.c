@@ -289,34 +289,20 @@ local_text(TimestampTz t, const char *zone)
 					tm.tm_hour, tm.tm_min, zone);
 }
 
-static int64
-col_int8(HeapTuple tup, TupleDesc desc, int att, bool *isnull)
-{
-	Datum		d = SPI_getbinval(tup, desc, att, isnull);
-
-	return *isnull ? 0 : DatumGetInt64(d);
-}
-
 /*
- * Decides a claimed message from the columns CDP_POLICY_CLAIM_SQL gives:
- * 8 consent, 9 address, 10 any address of the type, 11 end of quiet
- * hours, 12-15 the counts of the caps, 16-17 the recipient's day and
- * week end, 18 their zone.
+ * Decides a claimed message from the columns CDP_POLICY_CLAIM_SQL gives
+ * (8 consent, 9 address, 10 any address of the type) and the recipient's
+ * zone: cancelled, deferred for quiet hours, or leased so far (the caps
+ * come after, cdp_policy_apply_caps).
  */
 void
 cdp_policy_read_row(HeapTuple tup, TupleDesc desc, const CdpChannel *c,
-					TimestampTz now, CdpPolicyRow *out)
+					const CdpZoneTimes *zt, CdpPolicyRow *out)
 {
 	bool		isnull;
 	bool		consent = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	char	   *address = SPI_getvalue(tup, desc, 9);
 	bool		has_type = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
-	Datum		quiet = SPI_getbinval(tup, desc, 11, &isnull);
-	bool		in_quiet = !isnull;
-	char	   *zone = SPI_getvalue(tup, desc, 18);
-	TimestampTz day_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 16, &isnull));
-	TimestampTz week_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 17, &isnull));
-	int64		n;
 
 	memset(out, 0, sizeof(*out));
 	out->status = "leased";
@@ -339,48 +325,181 @@ cdp_policy_read_row(HeapTuple tup, TupleDesc desc, const CdpChannel *c,
 		return;
 	}
 	out->address = c->address_type ? address : c->target;
-	if (in_quiet)
+	if (zt->in_quiet)
 	{
 		out->status = "deferred";
-		out->not_before = DatumGetTimestampTz(quiet);
-		out->reason = psprintf("quiet hours until %s", local_text(out->not_before, zone));
+		out->not_before = zt->quiet_until;
+		out->reason = psprintf("quiet hours until %s", local_text(out->not_before, zt->zone));
 		return;
 	}
-	n = col_int8(tup, desc, 12, &isnull);
-	if (!isnull && n >= c->cap_per_day)
+}
+
+/* Defers a message that would go over a cap, to the recipient's next day or week. */
+void
+cdp_policy_apply_caps(const CdpChannel *c, const CdpZoneTimes *zt,
+					  const CdpCapCounts *n, CdpPolicyRow *out)
+{
+	if (strcmp(out->status, "leased") != 0)
+		return;
+	if (c->cap_per_day > 0 && n->channel_day >= c->cap_per_day)
 	{
 		out->status = "deferred";
-		out->not_before = day_end;
+		out->not_before = zt->day_end;
 		out->reason = psprintf("cap of %d per day on %s reached", c->cap_per_day, c->name);
-		return;
 	}
-	n = col_int8(tup, desc, 13, &isnull);
-	if (!isnull && n >= c->cap_per_week)
+	else if (c->cap_per_week > 0 && n->channel_week >= c->cap_per_week)
 	{
 		out->status = "deferred";
-		out->not_before = week_end;
+		out->not_before = zt->week_end;
 		out->reason = psprintf("cap of %d per week on %s reached", c->cap_per_week, c->name);
-		return;
 	}
-	n = col_int8(tup, desc, 14, &isnull);
-	if (!isnull && n >= cdp_contact_cap_per_day)
+	else if (cdp_contact_cap_per_day > 0 && n->all_day >= cdp_contact_cap_per_day)
 	{
 		out->status = "deferred";
-		out->not_before = day_end;
+		out->not_before = zt->day_end;
 		out->reason = psprintf("cap of %d per day across channels reached (cdp.contact_cap_per_day)",
 							   cdp_contact_cap_per_day);
-		return;
 	}
-	n = col_int8(tup, desc, 15, &isnull);
-	if (!isnull && n >= cdp_contact_cap_per_week)
+	else if (cdp_contact_cap_per_week > 0 && n->all_week >= cdp_contact_cap_per_week)
 	{
 		out->status = "deferred";
-		out->not_before = week_end;
+		out->not_before = zt->week_end;
 		out->reason = psprintf("cap of %d per week across channels reached (cdp.contact_cap_per_week)",
 							   cdp_contact_cap_per_week);
-		return;
 	}
-	(void) now;
+}
+
+/* whether any cap applies to the channel's messages */
+bool
+cdp_policy_counts_caps(const CdpChannel *c)
+{
+	return c->cap_per_day > 0 || c->cap_per_week > 0 ||
+		cdp_contact_cap_per_day > 0 || cdp_contact_cap_per_week > 0;
+}
+
+/*
+ * The caps' counts of n messages about to be sent, in one statement: the
+ * other messages sent to each recipient since the start of their day and
+ * week, on the channel and on all.  zones[i] is message i's recipient's.
+ */
+void
+cdp_policy_count_caps(const CdpChannel *c, int n, const int64 *profile_ids,
+					  const int64 *outbox_ids, CdpZoneTimes *const *zones,
+					  CdpCapCounts *out)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz *day_starts = palloc(sizeof(TimestampTz) * Max(n, 1));
+	TimestampTz *week_starts = palloc(sizeof(TimestampTz) * Max(n, 1));
+	Datum		values[5];
+
+	memset(out, 0, sizeof(CdpCapCounts) * n);
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		day_starts[i] = zones[i]->day_start;
+		week_starts[i] = zones[i]->week_start;
+	}
+	if (plan == NULL)
+	{
+		Oid			types[5] = {TEXTOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID,
+		TIMESTAMPTZARRAYOID};
+
+		plan = cdp_prepare("SELECT u.i, "
+						   "count(*) FILTER (WHERE h.channel = $1 AND h.sent_at >= u.ds), "
+						   "count(*) FILTER (WHERE h.channel = $1 AND h.sent_at >= u.ws), "
+						   "count(*) FILTER (WHERE h.sent_at >= u.ds), "
+						   "count(*) FILTER (WHERE h.sent_at >= u.ws) "
+						   "FROM unnest($2::int8[], $3::int8[], $4::timestamptz[], $5::timestamptz[]) "
+						   "WITH ORDINALITY AS u(pid, oid, ds, ws, i) "
+						   "JOIN cdp.outbox h ON h.profile_id = u.pid AND h.outbox_id <> u.oid "
+						   "AND h.sent_at >= least(u.ds, u.ws) GROUP BY u.i", 5, types);
+	}
+	values[0] = CStringGetTextDatum(c->name);
+	values[1] = cdp_int8_array((int64 *) profile_ids, n);
+	values[2] = cdp_int8_array((int64 *) outbox_ids, n);
+	values[3] = cdp_timestamptz_array(day_starts, n);
+	values[4] = cdp_timestamptz_array(week_starts, n);
+	cdp_spi_exec(plan, values, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)) - 1;
+
+		if (i < 0 || i >= n)
+			continue;
+		out[i].channel_day = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		out[i].channel_week = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		out[i].all_day = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		out[i].all_week = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	}
+}
+
+/* the zone cdp.recipient_zone gives for the zone named, or NULL for the default */
+static const char *
+known_zone(const char *z)
+{
+	if (z && z[0] != '\0' && strlen(z) < TZ_STRLEN_MAX && pg_tzset(z) != NULL)
+		return z;
+	return NULL;
+}
+
+/* A recipient's time zone: their timezone trait when known, else cdp.timezone. */
+const char *
+cdp_policy_zone(Jsonb *traits)
+{
+	const char *z = known_zone(traits ? cdp_jsonb_get_text(traits, "timezone", NULL) : NULL);
+
+	return z ? z : (cdp_timezone ? cdp_timezone : "UTC");
+}
+
+/*
+ * The moments of zone the policy reads at now: the end of the channel's
+ * quiet period when now is in one, the recipient's day and week.  By the
+ * SQL functions that define them (policy.sql), once per zone of a batch.
+ */
+void
+cdp_policy_zone_times(const CdpChannel *c, const char *zone, TimestampTz now,
+					  CdpZoneTimes *out)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {TIMESTAMPTZOID, TEXTOID, TIMEOID, TIMEOID};
+
+		plan = cdp_prepare("SELECT cdp.quiet_until($1, $2, $3, $4), "
+						   "cdp.local_period_start($1, $2, 'day'), cdp.local_period_end($1, $2, 'day'), "
+						   "cdp.local_period_start($1, $2, 'week'), cdp.local_period_end($1, $2, 'week')",
+						   4, types);
+	}
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = CStringGetTextDatum(zone);
+	values[2] = TimeADTGetDatum(c->quiet_start);
+	values[3] = TimeADTGetDatum(c->quiet_end);
+	if (!c->has_quiet)
+		nulls[2] = nulls[3] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pg_cdp: could not read the time zone \"%s\"", zone);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	out->zone = pstrdup(zone);
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	out->in_quiet = !isnull;
+	out->quiet_until = isnull ? 0 : DatumGetTimestampTz(d);
+	out->day_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+	out->day_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	out->week_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+	out->week_end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* cdp.recipient_zone(zone) → the zone if PostgreSQL knows it, else cdp.timezone */
@@ -389,14 +508,9 @@ PG_FUNCTION_INFO_V1(cdp_recipient_zone);
 Datum
 cdp_recipient_zone(PG_FUNCTION_ARGS)
 {
-	if (!PG_ARGISNULL(0))
-	{
-		char	   *z = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *z = known_zone(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 
-		if (z[0] != '\0' && strlen(z) < TZ_STRLEN_MAX && pg_tzset(z) != NULL)
-			PG_RETURN_TEXT_P(cstring_to_text(z));
-	}
-	PG_RETURN_TEXT_P(cstring_to_text(cdp_timezone ? cdp_timezone : "UTC"));
+	PG_RETURN_TEXT_P(cstring_to_text(z ? z : (cdp_timezone ? cdp_timezone : "UTC")));
 }
 
 static void
