@@ -89,6 +89,10 @@ typedef struct CdpTemplate
 	char	   *subject;
 	char	   *body;
 	char	   *body_html;
+	bool		parsed;			/* the three below are set */
+	CdpParsedTemplate *p_subject;
+	CdpParsedTemplate *p_body;
+	CdpParsedTemplate *p_body_html;
 } CdpTemplate;
 
 /* channels and templates, reloaded when the shared generation moves */
@@ -312,6 +316,7 @@ load_config(void)
 			continue;			/* the table's CHECK keeps names shorter */
 		e = hash_search(cache.templates, name, HASH_ENTER, &found);
 		e->t.name = pstrdup(name);
+		e->t.parsed = false;
 		e->t.channel = getstr(tup, desc, 2);
 		e->t.subject = getstr(tup, desc, 3);
 		e->t.body = getstr(tup, desc, 4);
@@ -339,6 +344,18 @@ find_template(const char *name)
 		return NULL;
 	e = hash_search(cache.templates, name, HASH_FIND, NULL);
 	return e ? &e->t : NULL;
+}
+
+/* a template's parts, parsed once per load of the cache */
+static void
+parse_template(CdpTemplate *t)
+{
+	if (t->parsed)
+		return;
+	t->p_subject = cdp_parse_template(t->subject, cache.cxt);
+	t->p_body = cdp_parse_template(t->body, cache.cxt);
+	t->p_body_html = cdp_parse_template(t->body_html, cache.cxt);
+	t->parsed = true;
 }
 
 static const CdpChannel *
@@ -766,11 +783,12 @@ cdp_claim(PG_FUNCTION_ARGS)
 				reasons[i] = psprintf("template \"%s\" no longer exists", SPI_getvalue(tup, desc, 4));
 				continue;
 			}
-			subject = cdp_render_template(t->subject, &rc, false, &missing);
+			parse_template((CdpTemplate *) t);
+			subject = cdp_render_parsed(t->p_subject, &rc, false, &missing);
 			if (missing == NULL)
-				body = cdp_render_template(t->body, &rc, false, &missing);
+				body = cdp_render_parsed(t->p_body, &rc, false, &missing);
 			if (missing == NULL)
-				body_html = cdp_render_template(t->body_html, &rc, true, &missing);
+				body_html = cdp_render_parsed(t->p_body_html, &rc, true, &missing);
 			if (missing)
 			{
 				statuses[i] = "suppressed";

@@ -33,7 +33,8 @@
  * freshly filled outbox with no statistics yet, the anti join it would
  * choose scans the whole channel for every candidate.  Likewise the
  * address test probes per message rather than hashing every identity of
- * the type.
+ * the type: one probe gives the newest address that is not suppressed,
+ * else a suppressed one, which still says the person has the type.
  */
 #define CDP_POLICY_CLAIM_SQL \
 	"WITH c AS (SELECT o.outbox_id, o.dedupe_key, o.profile_id, o.template, o.payload, o.attempts " \
@@ -46,11 +47,12 @@
 	"SELECT c.outbox_id, c.dedupe_key, c.profile_id, c.template, c.payload, c.attempts, p.traits, " \
 	"(NOT $5 OR coalesce((SELECT k.granted FROM cdp.consents k " \
 	"WHERE k.profile_id = c.profile_id AND k.purpose = $4), false)), " \
-	"CASE WHEN $6 <> '' THEN (SELECT i.value FROM cdp.identities i " \
-	"WHERE i.profile_id = c.profile_id AND i.type = $6 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
-	"WHERE s.address = i.value AND s.address_type = i.type) ORDER BY i.first_seen_at DESC, i.value LIMIT 1) END, " \
-	"$6 = '' OR EXISTS (SELECT 1 FROM cdp.identities i WHERE i.profile_id = c.profile_id AND i.type = $6 OFFSET 0) " \
+	"CASE WHEN NOT a.blocked THEN a.value END, $6 = '' OR a.value IS NOT NULL " \
 	"FROM c LEFT JOIN cdp.profiles p ON p.profile_id = c.profile_id " \
+	"LEFT JOIN LATERAL (SELECT i.value, EXISTS (SELECT 1 FROM cdp.suppressions s " \
+	"WHERE s.address = i.value AND s.address_type = i.type) AS blocked FROM cdp.identities i " \
+	"WHERE $6 <> '' AND i.profile_id = c.profile_id AND i.type = $6 " \
+	"ORDER BY 2, i.first_seen_at DESC, i.value LIMIT 1) a ON true " \
 	"ORDER BY c.outbox_id"
 
 /* the moments of a recipient's time zone the policy reads, at a claim */
