@@ -41,8 +41,11 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "pgtime.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -603,6 +606,189 @@ cdp_set_consent(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(profile_id);
 }
 
+/* what a delivery status means: its event, and the detail it needs */
+typedef struct DeliveryReport
+{
+	char	   *status;
+	const char *event;
+	Jsonb	   *detail;			/* NULL: none */
+	char	   *bounce;			/* bounced: hard or soft */
+	bool		once;			/* an outcome, recorded once per message */
+} DeliveryReport;
+
+static void
+read_report_args(FunctionCallInfo fcinfo, DeliveryReport *r)
+{
+	static const char *const statuses[][2] = {
+		{"delivered", "Message Delivered"}, {"bounced", "Message Bounced"},
+		{"opened", "Message Opened"}, {"clicked", "Message Clicked"},
+		{"complained", "Message Complained"}, {"unsubscribed", "Message Unsubscribed"},
+	};
+
+	memset(r, 0, sizeof(*r));
+	r->status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	for (int i = 0; i < lengthof(statuses); i++)
+		if (strcmp(statuses[i][0], r->status) == 0)
+			r->event = statuses[i][1];
+	if (r->event == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown delivery status \"%s\"", r->status),
+				 errhint("Report delivered, bounced, opened, clicked, complained or unsubscribed.")));
+	r->detail = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	if (r->detail && !JB_ROOT_IS_OBJECT(r->detail))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("detail must be a JSON object")));
+	if (strcmp(r->status, "bounced") == 0)
+	{
+		r->bounce = r->detail ? cdp_jsonb_get_text(r->detail, "type", NULL) : NULL;
+		if (r->bounce == NULL || (strcmp(r->bounce, "hard") != 0 && strcmp(r->bounce, "soft") != 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a bounce's detail must say its type, hard or soft"),
+					 errhint("For example '{\"type\": \"hard\"}'.")));
+	}
+	/* the event, once per message for outcomes, every time for opens and clicks */
+	r->once = strcmp(r->status, "opened") != 0 && strcmp(r->status, "clicked") != 0;
+}
+
+static void
+put_key(JsonbParseState **st, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(st, WJB_KEY, &k);
+}
+
+static void
+put_string(JsonbParseState **st, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+/*
+ * One message's report: an event on the recipient's profile, and what the
+ * outcome means for the policy.  SPI is connected.
+ */
+static void
+report_one(int64 id, const DeliveryReport *r)
+{
+	static SPIPlanPtr read_plan = NULL;
+	static SPIPlanPtr track_plan = NULL;
+	static SPIPlanPtr suppress_plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		profile_id;
+	char	   *channel;
+	char	   *template;
+	char	   *address;
+	char	   *address_type;
+	char	   *purpose;
+
+	if (read_plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, TEXTOID, JSONBOID, TEXTOID};
+
+		read_plan = cdp_prepare("SELECT o.profile_id, o.channel, o.template, o.address, "
+								"c.address_type, c.purpose FROM cdp.outbox o "
+								"LEFT JOIN cdp.channels c ON c.name = o.channel WHERE o.outbox_id = $1",
+								1, types);
+		/* the person's strongest identifier names them to cdp.track */
+		track_plan = cdp_prepare("SELECT cdp.track(x.ids, $2, $3, cdp.now(), NULL, $4) FROM ("
+								 "SELECT jsonb_build_object(i.type, i.value) AS ids FROM cdp.identities i "
+								 "JOIN cdp.identifier_types t ON t.type = i.type WHERE i.profile_id = $1 "
+								 "ORDER BY t.priority, i.value LIMIT 1) x", 4, types);
+	}
+	values[0] = Int64GetDatum(id);
+	cdp_spi_exec(read_plan, values, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("outbox message " INT64_FORMAT " does not exist", id),
+				 errdetail("Finished messages are removed after cdp.outbox_retention.")));
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	profile_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+	channel = SPI_getvalue(row, desc, 2);
+	template = SPI_getvalue(row, desc, 3);
+	address = SPI_getvalue(row, desc, 4);
+	address_type = SPI_getvalue(row, desc, 5);
+	purpose = SPI_getvalue(row, desc, 6);
+	SPI_freetuptable(SPI_tuptable);
+
+	values[0] = Int64GetDatum(profile_id);
+	values[1] = CStringGetTextDatum(r->event);
+	{
+		JsonbParseState *st = NULL;
+		JsonbValue	v;
+		JsonbValue *res;
+
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		put_key(&st, "outbox_id");
+		v.type = jbvNumeric;
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(id)));
+		pushJsonbValue(&st, WJB_VALUE, &v);
+		put_key(&st, "channel");
+		put_string(&st, channel);
+		put_key(&st, "template");
+		put_string(&st, template);
+		put_key(&st, "detail");
+		if (r->detail)
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &r->detail->root;
+			v.val.binary.len = VARSIZE(r->detail) - VARHDRSZ;
+		}
+		else
+			v.type = jbvNull;
+		pushJsonbValue(&st, WJB_VALUE, &v);
+		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		values[2] = JsonbPGetDatum(JsonbValueToJsonb(res));
+	}
+	values[3] = r->once ? CStringGetTextDatum(psprintf("outbox:" INT64_FORMAT ":%s", id, r->status)) : (Datum) 0;
+	if (!r->once)
+		nulls[3] = 'n';
+	if (SPI_execute_plan(track_plan, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_cdp: could not record the delivery event");
+	SPI_freetuptable(SPI_tuptable);
+
+	if ((r->bounce && strcmp(r->bounce, "hard") == 0) || strcmp(r->status, "complained") == 0)
+	{
+		if (address && address_type)
+		{
+			Datum		sv[3];
+
+			if (suppress_plan == NULL)
+			{
+				Oid			st[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+				suppress_plan = cdp_prepare("INSERT INTO cdp.suppressions (address_type, address, reason, source) "
+											"VALUES ($1, $2, $3, 'report_delivery') ON CONFLICT DO NOTHING",
+											3, st);
+			}
+			sv[0] = CStringGetTextDatum(address_type);
+			sv[1] = CStringGetTextDatum(address);
+			sv[2] = CStringGetTextDatum(r->bounce ? "hard bounce" : "complaint");
+			if (SPI_execute_plan(suppress_plan, sv, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "pg_cdp: could not suppress the address");
+		}
+	}
+	if (strcmp(r->status, "unsubscribed") == 0 && purpose)
+		upsert_consent(profile_id, purpose, false, "unsubscribe");
+}
+
 /*
  * cdp.report_delivery(outbox_id, status, detail): an event on the
  * recipient's profile, and what the outcome means for the policy.
@@ -612,147 +798,60 @@ PG_FUNCTION_INFO_V1(cdp_report_delivery);
 Datum
 cdp_report_delivery(PG_FUNCTION_ARGS)
 {
-	static const char *const statuses[][2] = {
-		{"delivered", "Message Delivered"}, {"bounced", "Message Bounced"},
-		{"opened", "Message Opened"}, {"clicked", "Message Clicked"},
-		{"complained", "Message Complained"}, {"unsubscribed", "Message Unsubscribed"},
-	};
+	DeliveryReport r;
 	int64		id;
-	char	   *status;
-	const char *event = NULL;
-	Jsonb	   *detail;
-	char	   *bounce = NULL;
-	Datum		values[4];
-	Oid			types[4] = {INT8OID, TEXTOID, JSONBOID, TEXTOID};
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	HeapTuple	row;
-	TupleDesc	desc;
-	bool		isnull;
-	int64		profile_id;
-	char	   *channel;
-	char	   *address;
-	char	   *address_type;
-	char	   *purpose;
-	bool		once;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("outbox_id and status must not be null")));
 	id = PG_GETARG_INT64(0);
-	status = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	for (int i = 0; i < lengthof(statuses); i++)
-		if (strcmp(statuses[i][0], status) == 0)
-			event = statuses[i][1];
-	if (event == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown delivery status \"%s\"", status),
-				 errhint("Report delivered, bounced, opened, clicked, complained or unsubscribed.")));
-	detail = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	if (detail && !JB_ROOT_IS_OBJECT(detail))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("detail must be a JSON object")));
-	if (strcmp(status, "bounced") == 0)
-	{
-		bounce = detail ? cdp_jsonb_get_text(detail, "type", NULL) : NULL;
-		if (bounce == NULL || (strcmp(bounce, "hard") != 0 && strcmp(bounce, "soft") != 0))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a bounce's detail must say its type, hard or soft"),
-					 errhint("For example '{\"type\": \"hard\"}'.")));
-	}
-
+	read_report_args(fcinfo, &r);
 	SPI_connect();
-	values[0] = Int64GetDatum(id);
-	if (SPI_execute_with_args("SELECT o.profile_id, o.channel, o.template, o.address, "
-							  "c.address_type, c.purpose FROM cdp.outbox o "
-							  "LEFT JOIN cdp.channels c ON c.name = o.channel WHERE o.outbox_id = $1",
-							  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: could not read the outbox");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("outbox message " INT64_FORMAT " does not exist", id),
-				 errdetail("Finished messages are removed after cdp.outbox_retention.")));
-	row = SPI_copytuple(SPI_tuptable->vals[0]);
-	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
-	profile_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-	channel = SPI_getvalue(row, desc, 2);
-	address = SPI_getvalue(row, desc, 4);
-	address_type = SPI_getvalue(row, desc, 5);
-	purpose = SPI_getvalue(row, desc, 6);
-
-	/* the event, once per message for outcomes, every time for opens and clicks */
-	once = strcmp(status, "opened") != 0 && strcmp(status, "clicked") != 0;
-	values[0] = Int64GetDatum(profile_id);
-	values[1] = CStringGetTextDatum(event);
-	{
-		JsonbParseState *st = NULL;
-		JsonbValue	k;
-		JsonbValue	v;
-		JsonbValue *res;
-
-		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-#define PUT_KEY(s) do { k.type = jbvString; k.val.string.val = (s); k.val.string.len = strlen(s); pushJsonbValue(&st, WJB_KEY, &k); } while (0)
-		PUT_KEY("outbox_id");
-		v.type = jbvNumeric;
-		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(id)));
-		pushJsonbValue(&st, WJB_VALUE, &v);
-		PUT_KEY("channel");
-		v.type = jbvString;
-		v.val.string.val = channel;
-		v.val.string.len = strlen(channel);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-		PUT_KEY("template");
-		v.type = jbvString;
-		v.val.string.val = SPI_getvalue(row, desc, 3);
-		v.val.string.len = strlen(v.val.string.val);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-		PUT_KEY("detail");
-		if (detail)
-		{
-			v.type = jbvBinary;
-			v.val.binary.data = &detail->root;
-			v.val.binary.len = VARSIZE(detail) - VARHDRSZ;
-		}
-		else
-			v.type = jbvNull;
-		pushJsonbValue(&st, WJB_VALUE, &v);
-#undef PUT_KEY
-		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-		values[2] = JsonbPGetDatum(JsonbValueToJsonb(res));
-	}
-	values[3] = once ? CStringGetTextDatum(psprintf("outbox:" INT64_FORMAT ":%s", id, status)) : (Datum) 0;
-	if (!once)
-		nulls[3] = 'n';
-	/* the person's strongest identifier names them to cdp.track */
-	if (SPI_execute_with_args("SELECT cdp.track(x.ids, $2, $3, cdp.now(), NULL, $4) FROM ("
-							  "SELECT jsonb_build_object(i.type, i.value) AS ids FROM cdp.identities i "
-							  "JOIN cdp.identifier_types t ON t.type = i.type WHERE i.profile_id = $1 "
-							  "ORDER BY t.priority, i.value LIMIT 1) x",
-							  4, types, values, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_cdp: could not record the delivery event");
-
-	if ((bounce && strcmp(bounce, "hard") == 0) || strcmp(status, "complained") == 0)
-	{
-		if (address && address_type)
-		{
-			Oid			st[3] = {TEXTOID, TEXTOID, TEXTOID};
-			Datum		sv[3];
-
-			sv[0] = CStringGetTextDatum(address_type);
-			sv[1] = CStringGetTextDatum(address);
-			sv[2] = CStringGetTextDatum(bounce ? "hard bounce" : "complaint");
-			if (SPI_execute_with_args("INSERT INTO cdp.suppressions (address_type, address, reason, source) "
-									  "VALUES ($1, $2, $3, 'report_delivery') ON CONFLICT DO NOTHING",
-									  3, st, sv, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "pg_cdp: could not suppress the address");
-		}
-	}
-	if (strcmp(status, "unsubscribed") == 0 && purpose)
-		upsert_consent(profile_id, purpose, false, "unsubscribe");
+	report_one(id, &r);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * cdp.report_deliveries(outbox_ids, status, detail) → how many: the same
+ * report of every message named, in one call (a connector's batch).
+ */
+PG_FUNCTION_INFO_V1(cdp_report_deliveries);
+
+Datum
+cdp_report_deliveries(PG_FUNCTION_ARGS)
+{
+	DeliveryReport r;
+	ArrayType  *a;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			n;
+	MemoryContext each;
+	MemoryContext old;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("outbox_ids and status must not be null")));
+	a = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &enulls, &n);
+	for (int i = 0; i < n; i++)
+		if (enulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("outbox_ids must not contain nulls")));
+	read_report_args(fcinfo, &r);
+	SPI_connect();
+	each = AllocSetContextCreate(CurrentMemoryContext, "pg_cdp report", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(each);
+	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		report_one(DatumGetInt64(elems[i]), &r);
+		MemoryContextReset(each);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	PG_RETURN_INT32(n);
 }
