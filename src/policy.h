@@ -31,17 +31,22 @@
  * The earlier-message test is a subplan probing outbox_open per candidate
  * (OFFSET 0 keeps the planner from turning it into an anti join): on a
  * freshly filled outbox with no statistics yet, the anti join it would
- * choose scans the whole channel for every candidate.  Likewise the
- * address test probes per message rather than hashing every identity of
- * the type: one probe gives the newest address that is not suppressed,
- * else a suppressed one, which still says the person has the type.
+ * choose scans the whole channel for every candidate.  For the same
+ * reason its channel test is an expression no index matches: the plan is
+ * made once, and on a table too small to tell the indexes apart,
+ * outbox_due (channel first) may look as cheap as outbox_open, and would
+ * then read every earlier message of the channel for every candidate.
+ * Likewise the address test probes per message rather than hashing every
+ * identity of the type: one probe gives the newest address that is not
+ * suppressed, else a suppressed one, which still says the person has the
+ * type.
  */
 #define CDP_POLICY_CLAIM_SQL \
 	"WITH c AS (SELECT o.outbox_id, o.dedupe_key, o.profile_id, o.template, o.payload, o.attempts " \
 	"FROM cdp.outbox o WHERE o.channel = $1 AND o.finished_at IS NULL AND o.not_before <= $2 " \
 	"AND (o.status <> 'leased' OR o.lease_until <= $2) " \
 	"AND NOT EXISTS (SELECT 1 FROM cdp.outbox e WHERE e.profile_id = o.profile_id " \
-	"AND e.channel = $1 AND e.finished_at IS NULL AND e.outbox_id < o.outbox_id " \
+	"AND e.channel || '' = $1 AND e.finished_at IS NULL AND e.outbox_id < o.outbox_id " \
 	"AND (e.status IN ('leased', 'retry') OR e.not_before <= $2) OFFSET 0) " \
 	"ORDER BY o.not_before, o.outbox_id LIMIT $3 FOR UPDATE OF o SKIP LOCKED) " \
 	"SELECT c.outbox_id, c.dedupe_key, c.profile_id, c.template, c.payload, c.attempts, p.traits, " \
