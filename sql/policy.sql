@@ -191,6 +191,18 @@ SELECT cdp.report_delivery(:f1, 'bounced', '{"type": "medium"}');
 SELECT cdp.report_delivery(:f1, 'opened', '[]');
 SELECT cdp.report_delivery(424242, 'opened');
 SELECT cdp.report_delivery(NULL, 'opened');
+-- Many messages in one call, each reported as alone: what a connector
+-- sends for a batch.  An id that does not exist refuses the whole call.
+SELECT cdp.report_deliveries(ARRAY[:f1, :f2], 'clicked', '{"url": "https://shop.test/b"}');
+SELECT cdp.report_deliveries(ARRAY[:f1, :f2], 'delivered');
+SELECT event, count(*) FROM cdp.events WHERE profile_id = :fay AND event IN ('Message Clicked', 'Message Delivered')
+GROUP BY event ORDER BY event;
+SELECT cdp.report_deliveries(ARRAY[:f1, 424242], 'opened');
+SELECT count(*) AS opens FROM cdp.events WHERE profile_id = :fay AND event = 'Message Opened';
+SELECT cdp.report_deliveries('{}', 'delivered');
+SELECT cdp.report_deliveries(ARRAY[:f1, NULL], 'delivered');
+SELECT cdp.report_deliveries(NULL, 'delivered');
+SELECT cdp.report_deliveries(ARRAY[:f1], 'lost');
 
 -- A merge keeps the most restrictive consent of its parts.
 SELECT cdp.set_consent('{"user_id": "g-1"}', 'marketing', true, 'shop') AS g1 \gset

@@ -12,7 +12,8 @@
  * a message that may not go is kept as 'suppressed' with the reason, so
  * "why did this person not get it?" reads one row.  Channels and
  * templates are cached per backend and reloaded when a statement trigger
- * moves a shared counter, so enqueue is one saved statement.
+ * moves a shared counter, so enqueue is a few index probes (policy.c)
+ * and one saved INSERT.
  *
  * Claim locks due messages of a channel with FOR UPDATE SKIP LOCKED,
  * oldest first.  A message is not claimable while an earlier unfinished
@@ -88,6 +89,10 @@ typedef struct CdpTemplate
 	char	   *subject;
 	char	   *body;
 	char	   *body_html;
+	bool		parsed;			/* the three below are set */
+	CdpParsedTemplate *p_subject;
+	CdpParsedTemplate *p_body;
+	CdpParsedTemplate *p_body_html;
 } CdpTemplate;
 
 /* channels and templates, reloaded when the shared generation moves */
@@ -315,6 +320,7 @@ load_config(void)
 			continue;			/* the table's CHECK keeps names shorter */
 		e = hash_search(cache.templates, name, HASH_ENTER, &found);
 		e->t.name = pstrdup(name);
+		e->t.parsed = false;
 		e->t.channel = getstr(tup, desc, 2);
 		e->t.subject = getstr(tup, desc, 3);
 		e->t.body = getstr(tup, desc, 4);
@@ -342,6 +348,18 @@ find_template(const char *name)
 		return NULL;
 	e = hash_search(cache.templates, name, HASH_FIND, NULL);
 	return e ? &e->t : NULL;
+}
+
+/* a template's parts, parsed once per load of the cache */
+static void
+parse_template(CdpTemplate *t)
+{
+	if (t->parsed)
+		return;
+	t->p_subject = cdp_parse_template(t->subject, cache.cxt);
+	t->p_body = cdp_parse_template(t->body, cache.cxt);
+	t->p_body_html = cdp_parse_template(t->body_html, cache.cxt);
+	t->parsed = true;
 }
 
 static const CdpChannel *
@@ -396,8 +414,11 @@ cdp_enqueue(PG_FUNCTION_ARGS)
 	int64		profile_id;
 	int64		id = 0;
 	bool		pending = false;
-	Datum		values[10];
-	char		nulls[10];
+	bool		exists;
+	char	   *reason;
+	int			rc;
+	Datum		values[9];
+	char		nulls[9];
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -459,54 +480,50 @@ cdp_enqueue(PG_FUNCTION_ARGS)
 						   (int) (VARSIZE(payload) - VARHDRSZ), c->max_payload_bytes),
 				 errhint("Send large content by reference, or raise the channel's max_payload_bytes.")));
 
-	if (insert_plan == NULL)
+	reason = cdp_policy_enqueue_reason(profile_id, c, &exists);
+	if (exists)
 	{
-		Oid			types[10] = {INT8OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-		TIMESTAMPTZOID, BOOLOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+		if (insert_plan == NULL)
+		{
+			Oid			types[9] = {INT8OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+			TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 
-		insert_plan = cdp_prepare(
-			"INSERT INTO cdp.outbox AS o (profile_id, channel, template, payload, dedupe_key, "
-			"not_before, status, reason, enqueued_at, status_at, finished_at) "
-			"SELECT $1, $2, $3, $4, $5, $6, CASE WHEN v.reason IS NULL THEN 'pending' ELSE 'suppressed' END, "
-			"v.reason, $10, $10, CASE WHEN v.reason IS NOT NULL THEN $10 END "
-			"FROM (SELECT " CDP_POLICY_ENQUEUE_SQL " AS reason OFFSET 0) v "
-			"WHERE EXISTS (SELECT 1 FROM cdp.profiles p WHERE p.profile_id = $1) "
-			"ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING "
-			"RETURNING outbox_id, status = 'pending'",
-			10, types);
-	}
-	values[0] = Int64GetDatum(profile_id);
-	values[1] = CStringGetTextDatum(c->name);
-	values[2] = CStringGetTextDatum(t->name);
-	values[3] = JsonbPGetDatum(payload);
-	values[4] = dedupe ? CStringGetTextDatum(dedupe) : (Datum) 0;
-	values[5] = TimestampTzGetDatum(not_before);
-	values[6] = BoolGetDatum(c->requires_consent);
-	values[7] = CStringGetTextDatum(c->purpose);
-	values[8] = c->address_type ? CStringGetTextDatum(c->address_type) : (Datum) 0;
-	values[9] = TimestampTzGetDatum(now);
-	memset(nulls, ' ', sizeof(nulls));
-	if (!dedupe)
-		nulls[4] = 'n';
-	if (!c->address_type)
-		nulls[8] = 'n';
-	{
-		int			nestlevel = NewGUCNestLevel();
-		int			rc;
-
-		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+			/* VALUES and the dedupe key's index: nothing to plan badly */
+			insert_plan = cdp_prepare(
+				"INSERT INTO cdp.outbox (profile_id, channel, template, payload, dedupe_key, "
+				"not_before, status, reason, enqueued_at, status_at, finished_at) "
+				"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, "
+				"CASE WHEN $8 IS NOT NULL THEN $9 END) "
+				"ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING "
+				"RETURNING outbox_id",
+				9, types);
+		}
+		values[0] = Int64GetDatum(profile_id);
+		values[1] = CStringGetTextDatum(c->name);
+		values[2] = CStringGetTextDatum(t->name);
+		values[3] = JsonbPGetDatum(payload);
+		values[4] = dedupe ? CStringGetTextDatum(dedupe) : (Datum) 0;
+		values[5] = TimestampTzGetDatum(not_before);
+		values[6] = CStringGetTextDatum(reason ? "suppressed" : "pending");
+		values[7] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		values[8] = TimestampTzGetDatum(now);
+		memset(nulls, ' ', sizeof(nulls));
+		if (!dedupe)
+			nulls[4] = 'n';
+		if (!reason)
+			nulls[7] = 'n';
 		rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
-		AtEOXact_GUC(true, nestlevel);
 		if (rc != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "pg_cdp: could not enqueue: %s", SPI_result_code_string(rc));
 	}
+	else
+		SPI_processed = 0;
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
 
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		pending = reason == NULL;
 	}
 	else if (dedupe)
 	{
@@ -730,9 +747,12 @@ cdp_claim(PG_FUNCTION_ARGS)
 	TimestampTz *not_befores;
 	char	  **addresses;
 	int			nleased = 0;
+	CdpPolicyRow *decided;
+	CdpZoneTimes **zones;
+	SPITupleTable *tt;
 	Datum		values[13];
 	bool		nulls[13];
-	Datum		params[13];
+	Datum		params[6];
 	MemoryContext callcxt = CurrentMemoryContext;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -767,10 +787,9 @@ cdp_claim(PG_FUNCTION_ARGS)
 
 	if (claim_plan == NULL)
 	{
-		Oid			types[13] = {TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, BOOLOID, TEXTOID,
-			BOOLOID, TIMEOID, TIMEOID, INT4OID, INT4OID, INT4OID, INT4OID};
+		Oid			types[6] = {TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, BOOLOID, TEXTOID};
 
-		claim_plan = cdp_prepare(CDP_POLICY_CLAIM_SQL, 13, types);
+		claim_plan = cdp_prepare(CDP_POLICY_CLAIM_SQL, 6, types);
 	}
 	params[0] = CStringGetTextDatum(c->name);
 	params[1] = TimestampTzGetDatum(now);
@@ -778,23 +797,69 @@ cdp_claim(PG_FUNCTION_ARGS)
 	params[3] = CStringGetTextDatum(c->purpose);
 	params[4] = BoolGetDatum(c->requires_consent);
 	params[5] = CStringGetTextDatum(c->address_type ? c->address_type : "");
-	params[6] = BoolGetDatum(c->has_quiet);
-	params[7] = TimeADTGetDatum(c->quiet_start);
-	params[8] = TimeADTGetDatum(c->quiet_end);
-	params[9] = Int32GetDatum(c->cap_per_day);
-	params[10] = Int32GetDatum(c->cap_per_week);
-	params[11] = Int32GetDatum(cdp_contact_cap_per_day);
-	params[12] = Int32GetDatum(cdp_contact_cap_per_week);
 	cdp_spi_exec(claim_plan, params, SPI_OK_SELECT);
 
 	n = SPI_processed;
+	tt = SPI_tuptable;
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	statuses = palloc(sizeof(char *) * Max(n, 1));
 	reasons = palloc(sizeof(char *) * Max(n, 1));
 	not_befores = palloc(sizeof(TimestampTz) * Max(n, 1));
 	addresses = palloc(sizeof(char *) * Max(n, 1));
+	decided = palloc(sizeof(CdpPolicyRow) * Max(n, 1));
+	zones = palloc(sizeof(CdpZoneTimes *) * Max(n, 1));
+
+	/*
+	 * The policy: what each message's row says, then its recipient's time
+	 * zone (worked out once per zone of the batch), then the caps of those
+	 * still to go, counted in one statement.
+	 */
 	{
-		SPITupleTable *tt = SPI_tuptable;
+		int			nzones = 0;
+		CdpZoneTimes *known = palloc(sizeof(CdpZoneTimes) * Max(n, 1));
+		int			ncapped = 0;
+		int64	   *cap_profiles = palloc(sizeof(int64) * Max(n, 1));
+		int64	   *cap_ids = palloc(sizeof(int64) * Max(n, 1));
+		CdpZoneTimes **cap_zones = palloc(sizeof(CdpZoneTimes *) * Max(n, 1));
+		int		   *cap_rows = palloc(sizeof(int) * Max(n, 1));
+		bool		caps = cdp_policy_counts_caps(c);
+
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = tt->vals[i];
+			bool		isnull;
+			Datum		tr = SPI_getbinval(tup, tt->tupdesc, CL_TRAITS + 1, &isnull);
+			const char *zone = cdp_policy_zone(isnull ? NULL : DatumGetJsonbP(tr));
+			int			z;
+
+			CHECK_FOR_INTERRUPTS();
+			for (z = 0; z < nzones; z++)
+				if (strcmp(known[z].zone, zone) == 0)
+					break;
+			if (z == nzones)
+				cdp_policy_zone_times(c, zone, now, &known[nzones++]);
+			zones[i] = &known[z];
+			ids[i] = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, CL_ID + 1, &isnull));
+			cdp_policy_read_row(tup, tt->tupdesc, c, zones[i], &decided[i]);
+			if (caps && strcmp(decided[i].status, "leased") == 0)
+			{
+				cap_profiles[ncapped] = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, CL_PROFILE + 1, &isnull));
+				cap_ids[ncapped] = ids[i];
+				cap_zones[ncapped] = zones[i];
+				cap_rows[ncapped++] = i;
+			}
+		}
+		if (ncapped > 0)
+		{
+			CdpCapCounts *counts = palloc(sizeof(CdpCapCounts) * ncapped);
+
+			cdp_policy_count_caps(c, ncapped, cap_profiles, cap_ids, cap_zones, counts);
+			for (int j = 0; j < ncapped; j++)
+				cdp_policy_apply_caps(c, cap_zones[j], &counts[j], &decided[cap_rows[j]]);
+		}
+	}
+
+	{
 		MemoryContext spicxt = MemoryContextSwitchTo(callcxt);
 
 		for (int i = 0; i < n; i++)
@@ -802,7 +867,7 @@ cdp_claim(PG_FUNCTION_ARGS)
 			HeapTuple	tup = tt->vals[i];
 			TupleDesc	desc = tt->tupdesc;
 			bool		isnull;
-			CdpPolicyRow pr;
+			CdpPolicyRow pr = decided[i];
 			const CdpTemplate *t;
 			CdpRenderContext rc;
 			char	   *missing = NULL;
@@ -811,8 +876,6 @@ cdp_claim(PG_FUNCTION_ARGS)
 			char	   *body_html = NULL;
 
 			CHECK_FOR_INTERRUPTS();
-			ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			cdp_policy_read_row(tup, desc, c, now, &pr);
 			statuses[i] = pr.status;
 			reasons[i] = pr.reason;
 			not_befores[i] = pr.not_before;
@@ -838,11 +901,12 @@ cdp_claim(PG_FUNCTION_ARGS)
 				reasons[i] = psprintf("template \"%s\" no longer exists", SPI_getvalue(tup, desc, 4));
 				continue;
 			}
-			subject = cdp_render_template(t->subject, &rc, false, &missing);
+			parse_template((CdpTemplate *) t);
+			subject = cdp_render_parsed(t->p_subject, &rc, false, &missing);
 			if (missing == NULL)
-				body = cdp_render_template(t->body, &rc, false, &missing);
+				body = cdp_render_parsed(t->p_body, &rc, false, &missing);
 			if (missing == NULL)
-				body_html = cdp_render_template(t->body_html, &rc, true, &missing);
+				body_html = cdp_render_parsed(t->p_body_html, &rc, true, &missing);
 			if (missing)
 			{
 				statuses[i] = "suppressed";
@@ -917,25 +981,29 @@ cdp_claim(PG_FUNCTION_ARGS)
 }
 
 /*
- * Locks the messages ids and refuses the call unless this session holds
- * every one: leased to it, or its lease expired and nobody claimed it
- * since.  ids are sorted and unique.
+ * Refuses a call about the messages ids (sorted and unique) unless this
+ * session holds the one named: leased to it, or its lease expired and
+ * nobody claimed it since.  lock: lock them first, so that the answer
+ * holds until the end of the transaction.
  */
 static void
-require_held(int64 *ids, int n, const char *what)
+check_held(int64 *ids, int n, const char *what, bool lock)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	Datum		values[1];
 
-	if (plan == NULL)
+	if (plans[lock] == NULL)
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 
-		plan = cdp_prepare("SELECT outbox_id, status, leased_by FROM cdp.outbox "
-						   "WHERE outbox_id = ANY($1) ORDER BY outbox_id FOR UPDATE", 1, types);
+		plans[lock] = cdp_prepare(lock ?
+								  "SELECT outbox_id, status, leased_by FROM cdp.outbox "
+								  "WHERE outbox_id = ANY($1) ORDER BY outbox_id FOR UPDATE" :
+								  "SELECT outbox_id, status, leased_by FROM cdp.outbox "
+								  "WHERE outbox_id = ANY($1) ORDER BY outbox_id", 1, types);
 	}
 	values[0] = cdp_int8_array(ids, n);
-	cdp_spi_exec(plan, values, SPI_OK_SELECT);
+	cdp_spi_exec(plans[lock], values, SPI_OK_SELECT);
 	/* ids are sorted and unique, and so are the rows */
 	for (int i = 0, r = 0; i < n; i++)
 	{
@@ -965,6 +1033,12 @@ require_held(int64 *ids, int n, const char *what)
 							   mine ? "" : ", and another session claimed it last", what),
 					 errhint("A message whose lease expired may be claimed by another session: lease for longer than a delivery takes.")));
 	}
+}
+
+static void
+require_held(int64 *ids, int n, const char *what)
+{
+	check_held(ids, n, what, true);
 }
 
 static int
@@ -1002,24 +1076,45 @@ cdp_ack(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	int64	   *ids;
 	int			n = int8_array_arg(fcinfo, 0, &ids);
-	Datum		values[2];
+	Datum		values[3];
 	int			done;
 
 	if (n == 0)
 		PG_RETURN_INT32(0);
 	SPI_connect();
-	require_held(ids, n, "acknowledged");
+
+	/*
+	 * One statement: the update takes only what this session holds, and
+	 * rechecks that on the newest version of a row another session is
+	 * changing.  Fewer rows than ids refuse the call, naming the first id
+	 * left out and why; the error undoes the update.
+	 */
 	if (plan == NULL)
 	{
-		Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+		Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID};
 
 		plan = cdp_prepare("UPDATE cdp.outbox SET status = 'delivered', delivered_at = $2, "
 						   "finished_at = $2, status_at = $2, lease_until = NULL, reason = NULL "
-						   "WHERE outbox_id = ANY($1)", 2, types);
+						   "WHERE outbox_id = ANY($1) AND leased_by = $3 "
+						   "AND status IN ('leased', 'pending') RETURNING outbox_id", 3, types);
 	}
 	values[0] = cdp_int8_array(ids, n);
 	values[1] = TimestampTzGetDatum(cdp_now());
-	cdp_spi_exec(plan, values, SPI_OK_UPDATE);
+	values[2] = CStringGetTextDatum(holder());
+	cdp_spi_exec(plan, values, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed < (uint64) n)
+	{
+		int64	   *done_ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+		int			ndone = cdp_spi_int64_column(done_ids);
+		int			left = 0;
+
+		qsort(done_ids, ndone, sizeof(int64), cdp_cmp_int64);
+		for (int i = 0; i < n; i++)
+			if (!cdp_sorted_contains(done_ids, ndone, ids[i]))
+				ids[left++] = ids[i];
+		check_held(ids, left, "acknowledged", false);
+		elog(ERROR, "pg_cdp: outbox messages changed during cdp.ack");
+	}
 	done = SPI_processed;
 	SPI_finish();
 	PG_RETURN_INT32(done);

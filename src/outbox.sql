@@ -77,6 +77,14 @@ CREATE TRIGGER channels_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp.templates
     FOR EACH STATEMENT EXECUTE FUNCTION cdp.outbox_config_changed();
 
+-- The statuses.  A domain rather than a CHECK of the table: the executor
+-- prepares a table's CHECK expressions at the start of every statement
+-- that writes the table, a domain's once per backend, and enqueue is one
+-- statement per message.
+CREATE DOMAIN cdp.outbox_status AS text
+    CHECK (VALUE IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
+                     'cancelled', 'suppressed'));
+
 -- The outbox.  A message moves pending -> leased -> delivered, or
 -- leased -> retry -> leased ... -> dead; policy moves it to suppressed
 -- (at enqueue), cancelled or deferred (at claim), always with a reason.
@@ -84,7 +92,13 @@ CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
 -- on its pages (fillfactor), so leasing a message is a HOT update; the
 -- partial indexes of unfinished messages do not read status (an index
 -- over a changing column forbids HOT), they read finished_at, which is
--- set once, when the message leaves them.
+-- set once, when the message leaves them.  Messages are enqueued, and so
+-- claimed, in order: one claim leases every message of a page in one
+-- transaction, before any old version can be pruned, so a page keeps
+-- room for a second version of each of its rows (fillfactor 40); a
+-- non-HOT claim would add entries to every index, and to the partial
+-- ones entries that claims must step over until vacuum removes them,
+-- which an old snapshot delays.
 CREATE TABLE cdp.outbox (
     outbox_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     profile_id   bigint NOT NULL,
@@ -93,9 +107,7 @@ CREATE TABLE cdp.outbox (
     payload      jsonb NOT NULL,
     dedupe_key   text,
     not_before   timestamptz NOT NULL,
-    status       text NOT NULL
-                 CHECK (status IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
-                                   'cancelled', 'suppressed')),
+    status       cdp.outbox_status NOT NULL,
     reason       text,
     attempts     integer NOT NULL DEFAULT 0,
     lease_until  timestamptz,
@@ -108,7 +120,7 @@ CREATE TABLE cdp.outbox (
     delivered_at timestamptz,
     finished_at  timestamptz,
     status_at    timestamptz NOT NULL DEFAULT cdp.now()
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 40);
 -- what cdp.claim scans: the unfinished messages of a channel by due time,
 -- and of a person on a channel in order
 CREATE INDEX outbox_due ON cdp.outbox (channel, not_before, outbox_id) WHERE finished_at IS NULL;

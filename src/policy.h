@@ -15,6 +15,7 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
+#include "utils/jsonb.h"
 
 #include "outbox.h"
 
@@ -41,48 +42,64 @@
 /*
  * The claim: locks up to $3 due messages of channel $1 at $2, at most one
  * per person (the earliest unfinished one), and reads what the policy
- * needs.  $4 purpose, $5 consent needed, $6 address type ('' none), $7
- * quiet hours on, $8 and $9 their start and end, $10 and $11 the
- * channel's caps per day and week, $12 and $13 the caps across channels
- * (0: none).
+ * needs of each but time: $4 purpose, $5 consent needed, $6 address type
+ * ('' none).  Quiet hours and caps depend on the recipient's time zone,
+ * which is worked out once per zone of the batch (cdp_policy_zone_times),
+ * and caps are counted for the whole batch in one statement
+ * (cdp_policy_count_caps), not per message in this one.
  *
  * The earlier-message test is a subplan probing outbox_open per candidate
  * (OFFSET 0 keeps the planner from turning it into an anti join): on a
  * freshly filled outbox with no statistics yet, the anti join it would
- * choose scans the whole channel for every candidate.  Likewise the
- * address test probes per message rather than hashing every identity of
- * the type.
+ * choose scans the whole channel for every candidate.  For the same
+ * reason its channel test is an expression no index matches: the plan is
+ * made once, and on a table too small to tell the indexes apart,
+ * outbox_due (channel first) may look as cheap as outbox_open, and would
+ * then read every earlier message of the channel for every candidate.
+ * Likewise the address test probes per message rather than hashing every
+ * identity of the type: one probe gives the newest address that is not
+ * suppressed, else a suppressed one, which still says the person has the
+ * type.
  */
 #define CDP_POLICY_CLAIM_SQL \
 	"WITH c AS (SELECT o.outbox_id, o.dedupe_key, o.profile_id, o.template, o.payload, o.attempts " \
 	"FROM cdp.outbox o WHERE o.channel = $1 AND o.finished_at IS NULL AND o.not_before <= $2 " \
 	"AND (o.status <> 'leased' OR o.lease_until <= $2) " \
 	"AND NOT EXISTS (SELECT 1 FROM cdp.outbox e WHERE e.profile_id = o.profile_id " \
-	"AND e.channel = $1 AND e.finished_at IS NULL AND e.outbox_id < o.outbox_id " \
+	"AND e.channel || '' = $1 AND e.finished_at IS NULL AND e.outbox_id < o.outbox_id " \
 	"AND (e.status IN ('leased', 'retry') OR e.not_before <= $2) OFFSET 0) " \
 	"ORDER BY o.not_before, o.outbox_id LIMIT $3 FOR UPDATE OF o SKIP LOCKED) " \
 	"SELECT c.outbox_id, c.dedupe_key, c.profile_id, c.template, c.payload, c.attempts, p.traits, " \
 	"(NOT $5 OR coalesce((SELECT k.granted FROM cdp.consents k " \
 	"WHERE k.profile_id = c.profile_id AND k.purpose = $4), false)), " \
-	"CASE WHEN $6 <> '' THEN (SELECT i.value FROM cdp.identities i " \
-	"WHERE i.profile_id = c.profile_id AND i.type = $6 AND NOT EXISTS (SELECT 1 FROM cdp.suppressions s " \
-	"WHERE s.address = i.value AND s.address_type = i.type) ORDER BY i.first_seen_at DESC, i.value LIMIT 1) END, " \
-	"$6 = '' OR EXISTS (SELECT 1 FROM cdp.identities i WHERE i.profile_id = c.profile_id AND i.type = $6 OFFSET 0), " \
-	"CASE WHEN $7 THEN cdp.quiet_until($2, z.zone, $8, $9) END, " \
-	"CASE WHEN $10 > 0 THEN (SELECT count(*) FROM cdp.outbox h WHERE h.profile_id = c.profile_id " \
-	"AND h.channel = $1 AND h.outbox_id <> c.outbox_id " \
-	"AND h.sent_at >= cdp.local_period_start($2, z.zone, 'day')) END, " \
-	"CASE WHEN $11 > 0 THEN (SELECT count(*) FROM cdp.outbox h WHERE h.profile_id = c.profile_id " \
-	"AND h.channel = $1 AND h.outbox_id <> c.outbox_id " \
-	"AND h.sent_at >= cdp.local_period_start($2, z.zone, 'week')) END, " \
-	"CASE WHEN $12 > 0 THEN (SELECT count(*) FROM cdp.outbox h WHERE h.profile_id = c.profile_id " \
-	"AND h.outbox_id <> c.outbox_id AND h.sent_at >= cdp.local_period_start($2, z.zone, 'day')) END, " \
-	"CASE WHEN $13 > 0 THEN (SELECT count(*) FROM cdp.outbox h WHERE h.profile_id = c.profile_id " \
-	"AND h.outbox_id <> c.outbox_id AND h.sent_at >= cdp.local_period_start($2, z.zone, 'week')) END, " \
-	"cdp.local_period_end($2, z.zone, 'day'), cdp.local_period_end($2, z.zone, 'week'), z.zone " \
+	"CASE WHEN NOT a.blocked THEN a.value END, $6 = '' OR a.value IS NOT NULL " \
 	"FROM c LEFT JOIN cdp.profiles p ON p.profile_id = c.profile_id " \
-	"CROSS JOIN LATERAL (SELECT cdp.recipient_zone(p.traits ->> 'timezone') AS zone) z " \
+	"LEFT JOIN LATERAL (SELECT i.value, EXISTS (SELECT 1 FROM cdp.suppressions s " \
+	"WHERE s.address = i.value AND s.address_type = i.type) AS blocked FROM cdp.identities i " \
+	"WHERE $6 <> '' AND i.profile_id = c.profile_id AND i.type = $6 " \
+	"ORDER BY 2, i.first_seen_at DESC, i.value LIMIT 1) a ON true " \
 	"ORDER BY c.outbox_id"
+
+/* the moments of a recipient's time zone the policy reads, at a claim */
+typedef struct CdpZoneTimes
+{
+	char	   *zone;
+	bool		in_quiet;
+	TimestampTz quiet_until;	/* in_quiet: when the quiet period ends */
+	TimestampTz day_start;		/* the recipient's day and week (from Monday) */
+	TimestampTz day_end;
+	TimestampTz week_start;
+	TimestampTz week_end;
+} CdpZoneTimes;
+
+/* messages sent to a recipient in their day and week: on the channel, on all */
+typedef struct CdpCapCounts
+{
+	int64		channel_day;
+	int64		channel_week;
+	int64		all_day;
+	int64		all_week;
+} CdpCapCounts;
 
 /* what the policy decided for a claimed message */
 typedef struct CdpPolicyRow
@@ -94,7 +111,17 @@ typedef struct CdpPolicyRow
 } CdpPolicyRow;
 
 extern void cdp_policy_init(void);
+extern char *cdp_policy_enqueue_reason(int64 profile_id, const CdpChannel *c, bool *exists);
+extern const char *cdp_policy_zone(Jsonb *traits);
+extern void cdp_policy_zone_times(const CdpChannel *c, const char *zone, TimestampTz now,
+								  CdpZoneTimes *out);
+extern bool cdp_policy_counts_caps(const CdpChannel *c);
+extern void cdp_policy_count_caps(const CdpChannel *c, int n, const int64 *profile_ids,
+								  const int64 *outbox_ids, CdpZoneTimes *const *zones,
+								  CdpCapCounts *out);
 extern void cdp_policy_read_row(HeapTuple tup, TupleDesc desc, const CdpChannel *c,
-								TimestampTz now, CdpPolicyRow *out);
+								const CdpZoneTimes *zt, CdpPolicyRow *out);
+extern void cdp_policy_apply_caps(const CdpChannel *c, const CdpZoneTimes *zt,
+								  const CdpCapCounts *counts, CdpPolicyRow *out);
 
 #endif							/* CDP_POLICY_H */

@@ -79,17 +79,26 @@ CREATE FUNCTION cdp.report_delivery(outbox_id bigint, status text, detail jsonb 
 COMMENT ON FUNCTION cdp.report_delivery(bigint, text, jsonb) IS
     'Records what became of a message (delivered, bounced, opened, clicked, complained, unsubscribed) as an event of its recipient; a hard bounce or a complaint suppresses the address, an unsubscribe withdraws consent';
 
+CREATE FUNCTION cdp.report_deliveries(outbox_ids bigint[], status text, detail jsonb DEFAULT '{}')
+    RETURNS integer
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_report_deliveries';
+COMMENT ON FUNCTION cdp.report_deliveries(bigint[], text, jsonb) IS
+    'cdp.report_delivery of every message named, with the same status and detail, in one call; returns how many';
+
 SELECT pg_catalog.pg_extension_config_dump('cdp.consents', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.suppressions', '');
 
 REVOKE ALL ON FUNCTION cdp.set_consent(jsonb, text, boolean, text), cdp.recipient_zone(text),
     cdp.quiet_until(timestamptz, text, time, time),
     cdp.local_period_start(timestamptz, text, text), cdp.local_period_end(timestamptz, text, text),
-    cdp.report_delivery(bigint, text, jsonb) FROM PUBLIC;
+    cdp.report_delivery(bigint, text, jsonb), cdp.report_deliveries(bigint[], text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.recipient_zone(text), cdp.quiet_until(timestamptz, text, time, time),
     cdp.local_period_start(timestamptz, text, text), cdp.local_period_end(timestamptz, text, text)
     TO cdp_admin, cdp_analyst;
 GRANT EXECUTE ON FUNCTION cdp.set_consent(jsonb, text, boolean, text) TO cdp_admin;
-GRANT EXECUTE ON FUNCTION cdp.report_delivery(bigint, text, jsonb) TO cdp_connector, cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.report_delivery(bigint, text, jsonb),
+    cdp.report_deliveries(bigint[], text, jsonb) TO cdp_connector, cdp_admin;
 GRANT SELECT ON cdp.consents, cdp.suppressions TO cdp_analyst, cdp_admin;
 GRANT INSERT, UPDATE, DELETE ON cdp.consents, cdp.suppressions TO cdp_admin;

@@ -221,6 +221,16 @@ append_escaped(StringInfo b, const char *s)
 	}
 }
 
+static void
+raise_unclosed(const char *field, int offset)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("placeholder not closed in %s", field),
+			 errdetail("\"{{\" at offset %d has no \"}}\" after it.", offset),
+			 errhint("Write placeholders as {{traits.first_name}} or {{payload.order_id | default: \"\"}}.")));
+}
+
 /*
  * Walks the template; with ctx NULL it only checks it, raising an error
  * for the first malformed placeholder.
@@ -249,11 +259,7 @@ walk(const char *tmpl, const CdpRenderContext *ctx, bool html, char **missing,
 		appendBinaryStringInfo(&b, p, open - p);
 		close = strstr(open + 2, "}}");
 		if (close == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("placeholder not closed in %s", field),
-					 errdetail("\"{{\" at offset %d has no \"}}\" after it.", (int) (open - tmpl)),
-					 errhint("Write placeholders as {{traits.first_name}} or {{payload.order_id | default: \"\"}}.")));
+			raise_unclosed(field, (int) (open - tmpl));
 		problem = parse_placeholder(open + 2, close, &ph);
 		if (problem)
 			ereport(ERROR,
@@ -279,6 +285,111 @@ walk(const char *tmpl, const CdpRenderContext *ctx, bool html, char **missing,
 			appendStringInfoString(&b, value);
 	}
 	return b.data;
+}
+
+/* a template cut at its placeholders: literal text, then a placeholder */
+typedef struct TemplatePart
+{
+	const char *text;
+	int			len;
+	Placeholder *ph;			/* NULL after the last literal */
+} TemplatePart;
+
+struct CdpParsedTemplate
+{
+	int			nparts;
+	TemplatePart *parts;
+};
+
+CdpParsedTemplate *
+cdp_parse_template(const char *tmpl, MemoryContext cxt)
+{
+	MemoryContext old;
+	CdpParsedTemplate *pt;
+	const char *p = tmpl;
+	int			room = 8;
+
+	if (tmpl == NULL)
+		return NULL;
+	old = MemoryContextSwitchTo(cxt);
+	pt = palloc0(sizeof(CdpParsedTemplate));
+	pt->parts = palloc(sizeof(TemplatePart) * room);
+	for (;;)
+	{
+		const char *open = strstr(p, "{{");
+		const char *close;
+		TemplatePart *part;
+		const char *problem;
+
+		if (pt->nparts == room)
+		{
+			room *= 2;
+			pt->parts = repalloc(pt->parts, sizeof(TemplatePart) * room);
+		}
+		part = &pt->parts[pt->nparts++];
+		if (open == NULL)
+		{
+			part->len = strlen(p);
+			part->text = pnstrdup(p, part->len);
+			part->ph = NULL;
+			break;
+		}
+		part->len = open - p;
+		part->text = pnstrdup(p, part->len);
+		close = strstr(open + 2, "}}");
+		if (close == NULL)
+			raise_unclosed("template", (int) (open - tmpl));
+		part->ph = palloc(sizeof(Placeholder));
+		problem = parse_placeholder(open + 2, close, part->ph);
+		if (problem)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid placeholder {{%s}} in template",
+							pnstrdup(open + 2, close - open - 2)),
+					 errdetail("In a template, %s.", problem)));
+		p = close + 2;
+	}
+	MemoryContextSwitchTo(old);
+	return pt;
+}
+
+char *
+cdp_render_parsed(const CdpParsedTemplate *pt, const CdpRenderContext *ctx, bool html,
+				  char **missing)
+{
+	StringInfoData b;
+	char	   *out;
+
+	*missing = NULL;
+	if (pt == NULL)
+		return NULL;
+	initStringInfo(&b);
+	for (int i = 0; i < pt->nparts; i++)
+	{
+		const TemplatePart *part = &pt->parts[i];
+		char	   *value;
+
+		appendBinaryStringInfo(&b, part->text, part->len);
+		if (part->ph == NULL)
+			continue;
+		value = lookup(part->ph, ctx);
+		if (value == NULL)
+			value = part->ph->def;
+		if (value == NULL)
+		{
+			*missing = part->ph->path;
+			pfree(b.data);
+			return NULL;
+		}
+		if (html)
+			append_escaped(&b, value);
+		else
+			appendStringInfoString(&b, value);
+	}
+	/* the buffer's chunk goes back for the next message's */
+	out = pnstrdup(b.data, b.len);
+	pfree(b.data);
+	return out;
 }
 
 char *

@@ -32,6 +32,17 @@ typedef struct CdpRenderContext
 extern char *cdp_render_template(const char *tmpl, const CdpRenderContext *ctx,
 								 bool html, char **missing);
 
+/*
+ * A template parsed once, to render many messages with: the same result
+ * as cdp_render_template.  Parsing a NULL template gives NULL, which
+ * renders as NULL.
+ */
+typedef struct CdpParsedTemplate CdpParsedTemplate;
+
+extern CdpParsedTemplate *cdp_parse_template(const char *tmpl, MemoryContext cxt);
+extern char *cdp_render_parsed(const CdpParsedTemplate *pt, const CdpRenderContext *ctx,
+							   bool html, char **missing);
+
 /* raises an error naming the first malformed placeholder of tmpl */
 extern void cdp_check_template(const char *tmpl, const char *field);
 

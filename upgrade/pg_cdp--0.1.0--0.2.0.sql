@@ -870,6 +870,14 @@ CREATE TRIGGER channels_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp.templates
     FOR EACH STATEMENT EXECUTE FUNCTION cdp.outbox_config_changed();
 
+-- The statuses.  A domain rather than a CHECK of the table: the executor
+-- prepares a table's CHECK expressions at the start of every statement
+-- that writes the table, a domain's once per backend, and enqueue is one
+-- statement per message.
+CREATE DOMAIN cdp.outbox_status AS text
+    CHECK (VALUE IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
+                     'cancelled', 'suppressed'));
+
 -- The outbox.  A message moves pending -> leased -> delivered, or
 -- leased -> retry -> leased ... -> dead; policy moves it to suppressed
 -- (at enqueue), cancelled or deferred (at claim), always with a reason.
@@ -877,7 +885,13 @@ CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
 -- on its pages (fillfactor), so leasing a message is a HOT update; the
 -- partial indexes of unfinished messages do not read status (an index
 -- over a changing column forbids HOT), they read finished_at, which is
--- set once, when the message leaves them.
+-- set once, when the message leaves them.  Messages are enqueued, and so
+-- claimed, in order: one claim leases every message of a page in one
+-- transaction, before any old version can be pruned, so a page keeps
+-- room for a second version of each of its rows (fillfactor 40); a
+-- non-HOT claim would add entries to every index, and to the partial
+-- ones entries that claims must step over until vacuum removes them,
+-- which an old snapshot delays.
 CREATE TABLE cdp.outbox (
     outbox_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     profile_id   bigint NOT NULL,
@@ -886,9 +900,7 @@ CREATE TABLE cdp.outbox (
     payload      jsonb NOT NULL,
     dedupe_key   text,
     not_before   timestamptz NOT NULL,
-    status       text NOT NULL
-                 CHECK (status IN ('pending', 'leased', 'retry', 'deferred', 'delivered', 'dead',
-                                   'cancelled', 'suppressed')),
+    status       cdp.outbox_status NOT NULL,
     reason       text,
     attempts     integer NOT NULL DEFAULT 0,
     lease_until  timestamptz,
@@ -901,7 +913,7 @@ CREATE TABLE cdp.outbox (
     delivered_at timestamptz,
     finished_at  timestamptz,
     status_at    timestamptz NOT NULL DEFAULT cdp.now()
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 40);
 -- what cdp.claim scans: the unfinished messages of a channel by due time,
 -- and of a person on a channel in order
 CREATE INDEX outbox_due ON cdp.outbox (channel, not_before, outbox_id) WHERE finished_at IS NULL;
@@ -1100,18 +1112,27 @@ CREATE FUNCTION cdp.report_delivery(outbox_id bigint, status text, detail jsonb 
 COMMENT ON FUNCTION cdp.report_delivery(bigint, text, jsonb) IS
     'Records what became of a message (delivered, bounced, opened, clicked, complained, unsubscribed) as an event of its recipient; a hard bounce or a complaint suppresses the address, an unsubscribe withdraws consent';
 
+CREATE FUNCTION cdp.report_deliveries(outbox_ids bigint[], status text, detail jsonb DEFAULT '{}')
+    RETURNS integer
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, cdp, pg_temp
+    AS 'MODULE_PATHNAME', 'cdp_report_deliveries';
+COMMENT ON FUNCTION cdp.report_deliveries(bigint[], text, jsonb) IS
+    'cdp.report_delivery of every message named, with the same status and detail, in one call; returns how many';
+
 SELECT pg_catalog.pg_extension_config_dump('cdp.consents', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.suppressions', '');
 
 REVOKE ALL ON FUNCTION cdp.set_consent(jsonb, text, boolean, text), cdp.recipient_zone(text),
     cdp.quiet_until(timestamptz, text, time, time),
     cdp.local_period_start(timestamptz, text, text), cdp.local_period_end(timestamptz, text, text),
-    cdp.report_delivery(bigint, text, jsonb) FROM PUBLIC;
+    cdp.report_delivery(bigint, text, jsonb), cdp.report_deliveries(bigint[], text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.recipient_zone(text), cdp.quiet_until(timestamptz, text, time, time),
     cdp.local_period_start(timestamptz, text, text), cdp.local_period_end(timestamptz, text, text)
     TO cdp_admin, cdp_analyst;
 GRANT EXECUTE ON FUNCTION cdp.set_consent(jsonb, text, boolean, text) TO cdp_admin;
-GRANT EXECUTE ON FUNCTION cdp.report_delivery(bigint, text, jsonb) TO cdp_connector, cdp_admin;
+GRANT EXECUTE ON FUNCTION cdp.report_delivery(bigint, text, jsonb),
+    cdp.report_deliveries(bigint[], text, jsonb) TO cdp_connector, cdp_admin;
 GRANT SELECT ON cdp.consents, cdp.suppressions TO cdp_analyst, cdp_admin;
 GRANT INSERT, UPDATE, DELETE ON cdp.consents, cdp.suppressions TO cdp_admin;
 

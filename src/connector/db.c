@@ -2,8 +2,8 @@
  *
  * db.c
  *	  pg_cdp_connector's one PostgreSQL session: LISTEN cdp_outbox, claim
- *	  batches with cdp.claim, and settle them with cdp.ack, cdp.fail and
- *	  cdp.report_delivery.
+ *	  batches with cdp.claim, and settle them with cdp.ack, cdp.fail,
+ *	  cdp.report_deliveries and cdp.report_delivery.
  *
  * Leases belong to the session that claimed, so when the connection is
  * lost nothing is carried over: the caller keeps its outcomes and offers
@@ -41,7 +41,7 @@ static const char *claim_sql =
 
 static const char *ack_sql = "SELECT cdp.ack($1::bigint[])";
 static const char *report_sql =
-"SELECT count(cdp.report_delivery(id, 'delivered', '{}'::jsonb)) FROM unnest($1::bigint[]) id";
+"SELECT cdp.report_deliveries($1::bigint[], 'delivered', '{}'::jsonb)";
 static const char *fail_sql =
 "SELECT cdp.fail($1::bigint, $2::text, $3::interval, permanent => $4::boolean)";
 static const char *bounce_sql =
@@ -272,7 +272,7 @@ report_delivered(Outcome *outs, int n)
 		res = PQexecPrepared(conn, "report", 1, params, NULL, NULL, 0);
 		if (!exec_ok(res, PGRES_TUPLES_OK))
 		{
-			log_msg("WARNING", "cdp.report_delivery of %d delivered messages: %s", count,
+			log_msg("WARNING", "cdp.report_deliveries of %d delivered messages: %s", count,
 					PQerrorMessage(conn));
 			simple("ROLLBACK TO SAVEPOINT report");
 		}
