@@ -77,8 +77,6 @@
 #define MAX_CLAIM 10000
 #define MAX_DEDUPE_KEY_BYTES 512
 
-int			cdp_contact_cap_per_day = 0;
-int			cdp_contact_cap_per_week = 0;
 static char *outbox_retention = NULL;
 static int	outbox_cleanup_batch = 10000;
 
@@ -180,16 +178,6 @@ cdp_outbox_init(void)
 							"Finished messages the worker deletes per round.",
 							NULL, &outbox_cleanup_batch, 10000, 100, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("cdp.contact_cap_per_day",
-							"Messages a person receives per calendar day in their time zone, across all channels (0: no cap).",
-							"Over the cap a message is deferred to the person's next day.",
-							&cdp_contact_cap_per_day, 0, 0, 1000000,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("cdp.contact_cap_per_week",
-							"Messages a person receives per calendar week (from Monday) in their time zone, across all channels (0: no cap).",
-							"Over the cap a message is deferred to the person's next week.",
-							&cdp_contact_cap_per_week, 0, 0, 1000000,
-							PGC_SUSET, 0, NULL, NULL, NULL);
 	for (int i = 0; i < lengthof(outbox_tables); i++)
 		cdp_register_profile_table(&outbox_tables[i]);
 	cdp_register_task(&outbox_task);

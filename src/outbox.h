@@ -36,8 +36,6 @@ typedef struct CdpChannel
 	int32		max_payload_bytes;
 } CdpChannel;
 
-extern int	cdp_contact_cap_per_day;
-extern int	cdp_contact_cap_per_week;
 
 extern void cdp_outbox_init(void);
 extern Size cdp_outbox_shmem_size(void);

@@ -61,6 +61,9 @@
 #include "traits.h"
 #include "util.h"
 
+int			cdp_contact_cap_per_day = 0;
+int			cdp_contact_cap_per_week = 0;
+
 static const CdpProfileTable policy_tables[] = {
 	{
 		/* a purpose both parts answered: a withdrawal wins */
@@ -98,6 +101,16 @@ static const CdpProfileTable policy_tables[] = {
 void
 cdp_policy_init(void)
 {
+	DefineCustomIntVariable("cdp.contact_cap_per_day",
+							"Messages a person receives per calendar day in their time zone, across all channels (0: no cap).",
+							"Over the cap a message is deferred to the person's next day.",
+							&cdp_contact_cap_per_day, 0, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cdp.contact_cap_per_week",
+							"Messages a person receives per calendar week (from Monday) in their time zone, across all channels (0: no cap).",
+							"Over the cap a message is deferred to the person's next week.",
+							&cdp_contact_cap_per_week, 0, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	for (int i = 0; i < lengthof(policy_tables); i++)
 		cdp_register_profile_table(&policy_tables[i]);
 }
@@ -547,13 +560,35 @@ upsert_consent(int64 profile_id, const char *purpose, bool granted, const char *
  * cdp.set_consent(identifiers, channel_or_purpose, granted, source) → the
  * profile id
  */
+/*
+ * The purpose a consent is recorded for: the purpose of the channel so
+ * named, or the name itself.  Read from cdp.channels rather than the
+ * outbox's cache, which sits above the policy.  SPI is connected.
+ */
+static char *
+channel_purpose(char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+
+	if (SPI_execute_with_args("SELECT purpose FROM cdp.channels WHERE name = $1",
+							  1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		char	   *p = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (p)
+			return p;
+	}
+	return name;
+}
+
 PG_FUNCTION_INFO_V1(cdp_set_consent);
 
 Datum
 cdp_set_consent(PG_FUNCTION_ARGS)
 {
 	char	   *purpose;
-	const CdpChannel *c;
 	int64		profile_id = 0;
 	Datum		values[1];
 	Oid			types[1] = {JSONBOID};
@@ -581,9 +616,7 @@ cdp_set_consent(PG_FUNCTION_ARGS)
 				 errdetail("At most 200 bytes are allowed.")));
 
 	SPI_connect();
-	c = cdp_outbox_channel(purpose);
-	if (c)
-		purpose = c->purpose;
+	purpose = channel_purpose(purpose);
 	/* a known person as they are; a new one as cdp.identify makes them */
 	values[0] = PG_GETARG_DATUM(0);
 	if (SPI_execute_with_args("SELECT cdp.resolve($1)", 1, types, values, NULL, false, 1) == SPI_OK_SELECT &&

@@ -110,6 +110,10 @@ typedef struct CdpPolicyRow
 	char	   *address;		/* leased: where it goes */
 } CdpPolicyRow;
 
+/* settings: caps across channels per person (0: none) */
+extern int	cdp_contact_cap_per_day;
+extern int	cdp_contact_cap_per_week;
+
 extern void cdp_policy_init(void);
 extern char *cdp_policy_enqueue_reason(int64 profile_id, const CdpChannel *c, bool *exists);
 extern const char *cdp_policy_zone(Jsonb *traits);
